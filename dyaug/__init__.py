@@ -1,0 +1,9 @@
+"""dyaug: diffusion models for the RL stacks people already use (d3rlpy, Stable-Baselines3, Minari).
+
+``import dyaug`` never imports d3rlpy or Stable-Baselines3; only ``dyaug.integrations.*`` do.
+"""
+
+from dyaug.data import Transitions
+
+__version__ = "0.1.0"
+__all__ = ["Transitions", "__version__"]

@@ -1,0 +1,129 @@
+"""The ``dyaug`` command line: ``dyaug demo``, ``dyaug datasets forge|list``, ``dyaug fidelity``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dyaug.demo import DemoConfig, run_demo
+
+    run_demo(
+        DemoConfig(
+            env=args.env,
+            level=args.level,
+            budget=args.budget,
+            train_steps=args.train_steps,
+            n_samples=args.samples,
+            seed=args.seed,
+            precision=args.precision,
+            device=args.device,
+        )
+    )
+    return 0
+
+
+def _forge(args: argparse.Namespace) -> int:
+    from dyaug.datasets import LEVELS, forge
+
+    overrides = {k: v for k, v in (("sac_steps", args.sac_steps), ("n_transitions", args.n_transitions)) if v}
+    levels = LEVELS if args.level == "all" else (args.level,)
+    for level in levels:
+        ds = forge(
+            args.env,
+            level,
+            budget=args.budget,
+            seed=args.seed,
+            dataset_id=args.dataset_id if len(levels) == 1 else None,
+            overwrite=args.overwrite,
+            **overrides,
+        )
+        print(f"{ds.id}: {ds.total_steps} steps, {ds.total_episodes} episodes")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from dyaug.datasets import forgeable_names, list_datasets
+
+    rows = list_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    have = {r["dataset_id"] for r in rows}
+    print(f"{'dataset_id':45s} {'steps':>9s} {'episodes':>9s} {'mean return':>12s} {'forge s':>8s}")
+    for r in rows:
+        ret = "" if r["mean_episode_return"] is None else f"{r['mean_episode_return']:.1f}"
+        print(
+            f"{r['dataset_id']:45s} {r['total_steps']!s:>9s} {r['total_episodes']!s:>9s} {ret:>12s} "
+            f"{r['forge_seconds']!s:>8s}"
+        )
+    missing = [n for n in forgeable_names() if n not in have]
+    if missing:
+        print(f"\nnot forged yet (forged on first `dyaug.datasets.load`): {', '.join(missing)}")
+    return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from dyaug.data import Transitions
+    from dyaug.datasets import load
+    from dyaug.metrics import dynamics_error
+
+    ds = load(args.dataset)
+    env_id = ds.env_spec.id if ds.env_spec is not None else args.env
+    print(dynamics_error(env_id, Transitions.from_minari(ds)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dyaug", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="forge a small dataset, fit a transition diffusion model, check it in MuJoCo")
+    demo.add_argument("--env", default="hopper")
+    demo.add_argument("--level", default="medium-replay")
+    demo.add_argument("--budget", default="tiny", help="forge budget: tiny (default), cpu or d4rl")
+    demo.add_argument("--train-steps", type=int, default=3000)
+    demo.add_argument("--samples", type=int, default=5000)
+    demo.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+
+    datasets = sub.add_parser("datasets", help="forge and list local D4RL-style datasets").add_subparsers(
+        dest="datasets_command", required=True
+    )
+    forge = datasets.add_parser("forge", help="forge a dataset into the local Minari store")
+    forge.add_argument("env", help="hopper, halfcheetah, walker2d (or their -v5 ids)")
+    forge.add_argument("level", help="random, medium, medium-replay, expert, medium-expert, or all")
+    forge.add_argument("--budget", default="cpu", help="tiny, cpu (default) or d4rl")
+    forge.add_argument("--seed", type=int, default=0)
+    forge.add_argument("--sac-steps", type=int, default=None, help="override the budget's SAC steps")
+    forge.add_argument("--n-transitions", type=int, default=None, help="override the size of rolled-out levels")
+    forge.add_argument("--dataset-id", default=None, help="Minari id (required with overrides)")
+    forge.add_argument("--overwrite", action="store_true")
+    forge.set_defaults(func=_forge)
+    lst = datasets.add_parser("list", help="list forged datasets in the local Minari store")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_list)
+
+    fid = sub.add_parser("fidelity", help="check a dataset's transitions against the MuJoCo simulator")
+    fid.add_argument("dataset", help="a local Minari id or a forge name such as hopper/medium")
+    fid.add_argument("--env", default=None, help="environment id, if the dataset does not record it")
+    fid.set_defaults(func=_fidelity)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as err:
+        print(f"dyaug: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

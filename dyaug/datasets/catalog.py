@@ -1,0 +1,118 @@
+"""What the forge can make: environments, levels, budgets and the dataset names that encode them."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+NAMESPACE = "dyaug"
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgeEnv:
+    """A forgeable environment with D4RL's reference returns (``d4rl/infos.py``) for normalised scores."""
+
+    short: str
+    env_id: str
+    ref_min_score: float
+    ref_max_score: float
+
+
+ENVS: dict[str, ForgeEnv] = {
+    e.short: e
+    for e in (
+        ForgeEnv("hopper", "Hopper-v5", -20.272305, 3234.3),
+        ForgeEnv("halfcheetah", "HalfCheetah-v5", -280.178953, 12135.0),
+        ForgeEnv("walker2d", "Walker2d-v5", 1.629008, 4592.3),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgeBudget:
+    """Sizes and training budget of one forge.
+
+    ``sac_steps`` environment steps of SAC (one gradient step each), evaluated every ``eval_every`` steps on
+    ``eval_episodes`` episodes. The expert is the best evaluated checkpoint; the medium policy is the first
+    checkpoint whose evaluated return reaches ``medium_fraction`` of the expert's. ``n_transitions`` is the
+    size of each rolled-out level (random, medium, expert).
+    """
+
+    sac_steps: int
+    learning_starts: int
+    eval_every: int
+    eval_episodes: int
+    n_transitions: int
+    medium_fraction: float = 1.0 / 3.0
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.eval_every <= self.sac_steps):
+            raise ValueError(f"need 1 <= eval_every <= sac_steps, got {self.eval_every} and {self.sac_steps}.")
+        if self.n_transitions < 1 or self.eval_episodes < 1:
+            raise ValueError("n_transitions and eval_episodes must be at least 1.")
+        if not (0.0 < self.medium_fraction < 1.0):
+            raise ValueError(f"medium_fraction must lie in (0, 1), got {self.medium_fraction}.")
+
+
+BUDGETS: dict[str, ForgeBudget] = {
+    # seconds on 2 CPU cores: a smoke test of the whole pipeline
+    "tiny": ForgeBudget(sac_steps=1_000, learning_starts=500, eval_every=250, eval_episodes=1, n_transitions=2_000),
+    # tens of minutes on 2 CPU cores (SAC runs at 65-85 steps/s there)
+    "cpu": ForgeBudget(
+        sac_steps=50_000, learning_starts=5_000, eval_every=5_000, eval_episodes=5, n_transitions=100_000
+    ),
+    # D4RL's sizes (1M transitions per level, 1M SAC steps): for a GPU machine or a long night
+    "d4rl": ForgeBudget(
+        sac_steps=1_000_000, learning_starts=10_000, eval_every=20_000, eval_episodes=10, n_transitions=1_000_000
+    ),
+}
+
+
+def resolve_env(env: str) -> ForgeEnv:
+    """Accept a short name (``"hopper"``) or a Gymnasium id (``"Hopper-v5"``)."""
+    for e in ENVS.values():
+        if env in (e.short, e.env_id):
+            return e
+    known = ", ".join(f"{e.short} ({e.env_id})" for e in ENVS.values())
+    raise ValueError(f"the forge does not know environment {env!r}; choose one of: {known}.")
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}.")
+    return level
+
+
+def dataset_id(env: str, level: str, budget: str = "cpu", seed: int = 0) -> str:
+    """The canonical Minari id of a forged dataset, e.g. ``dyaug/hopper/medium-v0`` (cpu budget, seed 0),
+    ``dyaug/hopper/medium-tiny-seed3-v0`` otherwise."""
+    e, level = resolve_env(env), check_level(level)
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}.")
+    suffix = ("" if budget == "cpu" else f"-{budget}") + ("" if seed == 0 else f"-seed{seed}")
+    return f"{NAMESPACE}/{e.short}/{level}{suffix}-v0"
+
+
+_ID = re.compile(
+    rf"^{NAMESPACE}/(?P<env>[a-z0-9]+)/(?P<level>{'|'.join(sorted(LEVELS, key=len, reverse=True))})"
+    rf"(?:-(?P<budget>{'|'.join(b for b in BUDGETS if b != 'cpu')}))?(?:-seed(?P<seed>\d+))?-v0$"
+)
+
+
+def parse_dataset_id(name: str) -> tuple[str, str, str, int]:
+    """Inverse of :func:`dataset_id`: ``(env_short, level, budget, seed)``.
+
+    Also accepts the shorthand ``"hopper/medium"`` for ``dyaug/hopper/medium-v0``.
+    """
+    full = name if name.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{name}"
+    if not full.endswith("-v0"):
+        full += "-v0"
+    m = _ID.match(full)
+    if m is None or m["env"] not in ENVS:
+        raise ValueError(
+            f"{name!r} is not a forgeable dataset name; expected e.g. 'dyaug/hopper/medium-v0', "
+            f"'dyaug/walker2d/expert-tiny-seed1-v0' or the shorthand 'hopper/medium' "
+            f"(environments: {', '.join(ENVS)}; levels: {', '.join(LEVELS)}; budgets: {', '.join(BUDGETS)})."
+        )
+    return m["env"], m["level"], m["budget"] or "cpu", int(m["seed"] or 0)

@@ -1,0 +1,144 @@
+"""Checkpoints as safetensors files: tensors plus JSON metadata, written atomically, no pickle anywhere.
+
+A dyaug checkpoint is a safetensors file whose header metadata holds ``dyaug_format`` (the format
+version) and ``dyaug_meta`` (a JSON object with at least a string ``kind``, e.g. ``"train_state"``).
+Nested ``state_dict`` s (module, optimizer, scheduler, EMA) are stored with :func:`flatten_state`: tensor
+leaves go into the flat tensor dict under dotted keys, everything else (hyper-parameters, step counters)
+into a JSON *layout* that :func:`unflatten_state` uses to rebuild the exact structure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+FORMAT_KEY, META_KEY, FORMAT_VERSION = "dyaug_format", "dyaug_meta", "1"
+_TENSOR, _ITEMS, _TUPLE = "__tensor__", "__items__", "__tuple__"
+
+
+def save_checkpoint(path: str | Path, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` and ``meta`` (JSON-encodable, with a string ``meta["kind"]``) to ``path`` atomically.
+
+    The file is written to a temporary file in the same directory, fsynced, then moved over ``path`` with
+    ``os.replace``: a reader sees the old file or the new one, never a partial one, and a failed write
+    leaves the old file untouched and no temporary file behind.
+    """
+    if not isinstance(meta.get("kind"), str):
+        raise ValueError(f"checkpoint meta needs a string 'kind' (what the file holds), got {meta.get('kind')!r}.")
+    path = Path(path)
+    header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(dict(meta))}
+    contiguous = {name: t.detach().contiguous() for name, t in tensors.items()}
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp_name, metadata=header)
+        with open(tmp_name, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", *, kind: str | None = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_checkpoint`: ``(tensors on device, meta)``.
+
+    Raises ``ValueError`` naming the file when it is not a dyaug checkpoint, or when ``kind`` is given and
+    differs from ``meta["kind"]``.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            if header.get(FORMAT_KEY) != FORMAT_VERSION or META_KEY not in header:
+                raise ValueError(
+                    f"{path} is a safetensors file but not a dyaug checkpoint (format {FORMAT_VERSION}); "
+                    "write it with dyaug.diffusion.checkpoint.save_checkpoint."
+                )
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a dyaug checkpoint (not a readable safetensors file: {err}).") from err
+    meta = json.loads(header[META_KEY])
+    if kind is not None and meta.get("kind") != kind:
+        raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint but a {kind!r} checkpoint was expected.")
+    return tensors, meta
+
+
+def flatten_state(state: Any, prefix: str) -> tuple[dict[str, Tensor], Any]:
+    """Split a nested state (dicts, lists, tuples, tensors, JSON scalars) into ``(tensors, layout)``.
+
+    Tensors are stored under ``prefix.<path>`` (e.g. ``optimizer.state.0.exp_avg``); ``layout`` is
+    JSON-encodable and mirrors ``state`` with each tensor replaced by ``{"__tensor__": key}``. Dicts with
+    non-string keys (an optimizer's integer parameter ids) and tuples are encoded so that
+    :func:`unflatten_state` restores them exactly.
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def encode(node: Any, key: str) -> Any:
+        if isinstance(node, Tensor):
+            if key in tensors:
+                raise ValueError(f"two entries of the state flatten to the same key {key!r}; rename one.")
+            tensors[key] = node
+            return {_TENSOR: key}
+        if isinstance(node, Mapping):
+            if all(isinstance(k, str) for k in node) and not {_TENSOR, _ITEMS, _TUPLE} & set(node):
+                return {k: encode(v, f"{key}.{k}") for k, v in node.items()}
+            return {_ITEMS: [[_scalar(k, key), encode(v, f"{key}.{k}")] for k, v in node.items()]}
+        if isinstance(node, tuple):
+            return {_TUPLE: [encode(v, f"{key}.{i}") for i, v in enumerate(node)]}
+        if isinstance(node, list):
+            return [encode(v, f"{key}.{i}") for i, v in enumerate(node)]
+        return _scalar(node, key)
+
+    layout = encode(state, prefix)
+    return tensors, layout
+
+
+def unflatten_state(tensors: Mapping[str, Tensor], layout: Any) -> Any:
+    """Inverse of :func:`flatten_state`; raises ``ValueError`` naming any tensor key ``tensors`` lacks."""
+    if isinstance(layout, list):
+        return [unflatten_state(tensors, v) for v in layout]
+    if not isinstance(layout, dict):
+        return layout
+    if _TENSOR in layout:
+        key = layout[_TENSOR]
+        if key not in tensors:
+            raise ValueError(f"the checkpoint has no tensor {key!r}; it was written for a different state layout.")
+        return tensors[key]
+    if _ITEMS in layout:
+        return {k: unflatten_state(tensors, v) for k, v in layout[_ITEMS]}
+    if _TUPLE in layout:
+        return tuple(unflatten_state(tensors, v) for v in layout[_TUPLE])
+    return {k: unflatten_state(tensors, v) for k, v in layout.items()}
+
+
+def _scalar(value: Any, key: str) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        f"cannot store {type(value).__name__} at {key!r} in a checkpoint; only tensors, dicts, lists, tuples "
+        "and JSON scalars are allowed (convert it to one of those)."
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (POSIX); directories cannot be opened for fsync on Windows."""
+    if os.name == "posix":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

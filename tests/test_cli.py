@@ -1,0 +1,41 @@
+"""The ``dyaug`` command line and the demo it runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dyaug.cli import main
+from dyaug.demo import DemoConfig, run_demo
+
+
+def test_forge_and_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets", "forge", "hopper", "random", "--budget", "tiny"]) == 0
+    assert "dyaug/hopper/random-tiny-v0: 2000 steps" in capsys.readouterr().out
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "dyaug/hopper/random-tiny-v0" in out and "not forged yet" in out
+
+
+def test_bad_arguments_exit_2_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets", "forge", "ant", "random", "--budget", "tiny"]) == 2
+    assert "does not know environment 'ant'" in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dyaug.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "demo" in out and "datasets" in out
+
+
+def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.CaptureFixture[str]) -> None:
+    reports = run_demo(DemoConfig(train_steps=600, n_samples=1000, device="cpu"))
+    real, diffusion, gauss = reports["real (held out)"], reports["diffusion"], reports["gaussian fit"]
+    assert real.median_state_error < 1e-5
+    assert diffusion.median_state_error < gauss.median_state_error
+    assert np.isfinite(diffusion.mean_reward_error)
+    assert "gaussian fit" in capsys.readouterr().out
