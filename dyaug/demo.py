@@ -17,7 +17,6 @@ import torch
 from dyaug.data import Transitions, ZScoreNormalizer
 from dyaug.device import Precision, resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
-from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.samplers import HeunSampler
 from dyaug.diffusion.training import TrainConfig, train
@@ -54,6 +53,59 @@ def rows_to_transitions(x: np.ndarray, obs_dim: int, act_dim: int, low: np.ndarr
     return Transitions(o, a, r, o2, term, np.zeros_like(term))
 
 
+@dataclasses.dataclass(frozen=True)
+class TransitionModel:
+    """An EMA denoiser over normalised ``[s, a, r, s', terminal]`` rows and the normalizer it was fitted with."""
+
+    network: torch.nn.Module
+    normalizer: ZScoreNormalizer
+    schedule: EDMSchedule
+    obs_dim: int
+    act_dim: int
+    final_loss: float
+
+    def sample(
+        self,
+        n: int,
+        sampler: HeunSampler,
+        precision: Precision,
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        *,
+        seed: int = 0,
+    ) -> Transitions:
+        """``n`` synthetic transitions; the same seed draws the same initial noise at any precision."""
+        device = next(self.network.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        x = sampler.sample(
+            EDMDenoiser(self.network, self.schedule, precision=precision),
+            self.schedule,
+            (n, 2 * self.obs_dim + self.act_dim + 2),
+            generator=gen,
+            device=device,
+        )
+        rows = self.normalizer.unnormalize(x.cpu().numpy())
+        return rows_to_transitions(rows, self.obs_dim, self.act_dim, action_low, action_high)
+
+
+def fit_transition_model(data: Transitions, config: DemoConfig, device: torch.device) -> TransitionModel:
+    """Fit a SynthER-style EDM model (residual MLP, sigma_data 1, z-scored rows, terminal column untouched)."""
+    rows = transitions_to_rows(data)
+    norm = ZScoreNormalizer.fit(rows, skip=[rows.shape[1] - 1])  # the terminal flag stays 0/1
+    net = ResidualMLP(rows.shape[1], width=config.width, depth=config.depth).to(device)
+    schedule = EDMSchedule(sigma_data=1.0)
+    denoiser = EDMDenoiser(net, schedule, precision=config.precision)
+    result = train(
+        lambda batch: edm_loss(denoiser, batch),
+        net,
+        torch.as_tensor(norm.normalize(rows), dtype=torch.float32, device=device),
+        TrainConfig(steps=config.train_steps, batch_size=256),
+        seed=config.seed,
+        desc="diffusion",
+    )
+    return TransitionModel(result.ema.module, norm, schedule, data.obs_dim, data.act_dim, result.losses[-1])
+
+
 def run_demo(config: DemoConfig) -> dict[str, FidelityReport]:
     import dyaug.datasets
 
@@ -69,47 +121,23 @@ def run_demo(config: DemoConfig) -> dict[str, FidelityReport]:
     test, fit = real[perm[:n_test]], real[perm[n_test:]]
     print(f"[1/4] dataset {dataset.id}: {len(real)} transitions ({time.perf_counter() - t0:.0f} s)")
 
-    rows = transitions_to_rows(fit)
-    norm = ZScoreNormalizer.fit(rows, skip=[rows.shape[1] - 1])  # the terminal flag stays 0/1
-    data = torch.as_tensor(norm.normalize(rows), dtype=torch.float32, device=device)
-    net = ResidualMLP(rows.shape[1], width=config.width, depth=config.depth).to(device)
-    schedule = EDMSchedule(sigma_data=1.0)
-    denoiser = EDMDenoiser(net, schedule, precision=config.precision)
-    ema = EMA(net)
     t1 = time.perf_counter()
-    result = train(
-        lambda batch: edm_loss(denoiser, batch),
-        net,
-        data,
-        TrainConfig(steps=config.train_steps, batch_size=256),
-        seed=config.seed,
-        ema=ema,
-        desc="diffusion",
-    )
+    model = fit_transition_model(fit, config, device)
     print(
-        f"[2/4] trained {config.width}x{config.depth} denoiser, {result.steps} steps, final loss "
-        f"{result.losses[-1]:.3f} ({time.perf_counter() - t1:.0f} s)"
+        f"[2/4] trained {config.width}x{config.depth} denoiser, {config.train_steps} steps, final loss "
+        f"{model.final_loss:.3f} ({time.perf_counter() - t1:.0f} s)"
     )
 
     t2 = time.perf_counter()
     sampler = HeunSampler(n_steps=config.sampler_steps)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    with torch.no_grad():
-        x = sampler.sample(
-            EDMDenoiser(ema.module, schedule, precision=config.precision),
-            schedule,
-            (config.n_samples, rows.shape[1]),
-            generator=gen,
-            device=device,
-        )
-    samples = norm.unnormalize(x.float().cpu().numpy())
-    synthetic = rows_to_transitions(samples, real.obs_dim, real.act_dim, space.low, space.high)
+    synthetic = model.sample(config.n_samples, sampler, config.precision, space.low, space.high, seed=config.seed)
     rate = config.n_samples / (time.perf_counter() - t2)
     print(
         f"[3/4] sampled {config.n_samples} transitions, {sampler.network_evaluations} network evaluations "
         f"each, {config.precision}: {rate:.0f} transitions/s"
     )
 
+    rows = transitions_to_rows(fit)
     rng = np.random.default_rng(config.seed)
     gauss = rng.multivariate_normal(rows.mean(0), np.cov(rows, rowvar=False), size=config.n_samples)
     baseline = rows_to_transitions(gauss.astype(np.float32), real.obs_dim, real.act_dim, space.low, space.high)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -107,3 +108,27 @@ def test_invalid_contents_raise_named_errors(tmp_path: Path) -> None:
         flatten_state({"a.b": torch.ones(1), "a": {"b": torch.ones(1)}}, "s")
     with pytest.raises(ValueError, match=r"no tensor 's\.w'"):
         unflatten_state({}, {"w": {"__tensor__": "s.w"}})
+
+
+def test_model_checkpoint_holds_weights_config_and_normalizer(tmp_path) -> None:
+    from dyaug.data import ZScoreNormalizer
+    from dyaug.diffusion.checkpoint import load_model, save_model
+    from dyaug.diffusion.networks import ResidualMLP
+
+    torch.manual_seed(0)
+    rows = torch.randn(64, 5).numpy() * 3 + 1
+    norm = ZScoreNormalizer.fit(rows, skip=[4])
+    net = ResidualMLP(5, width=16, depth=1).eval()
+    path = save_model(
+        tmp_path / "m.safetensors", "toy", modules={"denoiser": net}, config={"width": 16}, normalizer=norm
+    )
+
+    loaded = load_model(path, "toy")
+    assert loaded.config == {"width": 16}
+    twin = ResidualMLP(5, width=16, depth=1).eval()
+    twin.load_state_dict(loaded.states["denoiser"])
+    x, level = torch.randn(8, 5), torch.zeros(8)
+    assert torch.equal(twin(x, level), net(x, level))
+    np.testing.assert_array_equal(loaded.normalizer.normalize(rows), norm.normalize(rows))
+    with pytest.raises(ValueError, match="'toy' checkpoint but a 'synther' checkpoint was expected"):
+        load_model(path, "synther")

@@ -13,13 +13,16 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
+
+from dyaug.data.normalizers import Normalizer
 
 FORMAT_KEY, META_KEY, FORMAT_VERSION = "dyaug_format", "dyaug_meta", "1"
 _TENSOR, _ITEMS, _TUPLE = "__tensor__", "__items__", "__tuple__"
@@ -75,6 +78,61 @@ def load_checkpoint(
     if kind is not None and meta.get("kind") != kind:
         raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint but a {kind!r} checkpoint was expected.")
     return tensors, meta
+
+
+@dataclass(frozen=True)
+class ModelCheckpoint:
+    """What :func:`load_model` returns: module state dicts by name, the config, the normalizer, the metadata."""
+
+    states: dict[str, dict[str, Tensor]]
+    config: dict[str, Any]
+    normalizer: Normalizer | None
+    meta: dict[str, Any]
+
+
+def save_model(
+    path: str | Path,
+    kind: str,
+    *,
+    modules: Mapping[str, nn.Module],
+    config: Mapping[str, Any],
+    normalizer: Normalizer | None = None,
+    **meta: Any,
+) -> Path:
+    """Save a model as one atomic checkpoint: the modules' weights, its JSON ``config`` and its normalizer.
+
+    ``kind`` names what the file holds (e.g. ``"synther"``); :func:`load_model` refuses files of another kind.
+    """
+    tensors: dict[str, Tensor] = {}
+    for name, module in modules.items():
+        tensors.update({f"modules.{name}.{k}": v for k, v in module.state_dict().items()})
+    record: dict[str, Any] = {"kind": kind, "config": dict(config), "modules": sorted(modules), **meta}
+    if normalizer is not None:
+        state = normalizer.state_dict()
+        record["normalizer_kind"] = state["kind"]
+        tensors["normalizer.shift"] = torch.from_numpy(state["shift"])
+        tensors["normalizer.scale"] = torch.from_numpy(state["scale"])
+    return save_checkpoint(path, tensors, record)
+
+
+def load_model(path: str | Path, kind: str, device: str | torch.device = "cpu") -> ModelCheckpoint:
+    """Read a file written by :func:`save_model` with the same ``kind`` (``ValueError`` otherwise)."""
+    tensors, meta = load_checkpoint(path, device, kind=kind)
+    states: dict[str, dict[str, Tensor]] = {name: {} for name in meta["modules"]}
+    for key, value in tensors.items():
+        if key.startswith("modules."):
+            name, param = key[len("modules.") :].split(".", 1)
+            states[name][param] = value
+    normalizer = None
+    if "normalizer_kind" in meta:
+        normalizer = Normalizer.from_state_dict(
+            {
+                "kind": meta["normalizer_kind"],
+                "shift": tensors["normalizer.shift"].cpu().numpy(),
+                "scale": tensors["normalizer.scale"].cpu().numpy(),
+            }
+        )
+    return ModelCheckpoint(states, meta["config"], normalizer, meta)
 
 
 def flatten_state(state: Any, prefix: str) -> tuple[dict[str, Tensor], Any]:
