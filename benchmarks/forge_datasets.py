@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine
 
 import dyaug.datasets
 from dyaug.datasets.catalog import BUDGETS, LEVELS, resolve_env
@@ -70,8 +70,7 @@ def main() -> None:
         f"### Forge, budget `{args.budget}` ({dt.date.today().isoformat()})",
         "",
         f"Command: `python benchmarks/forge_datasets.py --budget {args.budget} --envs {' '.join(args.envs)} "
-        f"--seed {args.seed}`; machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}. Budget: {budget}.",
+        f"--seed {args.seed}`; machine: {machine()}. Budget: {budget}.",
         "",
         "| env | level | transitions | episodes | mean episode return | D4RL-normalised | wall s (incl. SAC) |"
         " SAC s | medium ckpt (step: eval return) | expert ckpt (step: eval return) |",

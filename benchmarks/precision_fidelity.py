@@ -2,7 +2,7 @@
 
     python benchmarks/precision_fidelity.py --dataset hopper/medium-replay --train-steps 20000 --samples 10000
 
-Fits one SynthER-style model (residual MLP, EDM, trained in fp32) on a forged dataset, then samples the same
+Fits one SynthER model (residual MLP, EDM, trained in fp32) on a forged dataset, then samples the same
 initial noise with the network evaluated in fp32 and in bf16 (the sampler state stays fp32 in both), with the
 deterministic Heun sampler and with churn, and checks every sample in the MuJoCo simulator. Reports the
 simulator-checked errors, sampling throughput and the bf16/fp32 speed ratio measured in the same run.
@@ -11,19 +11,18 @@ simulator-checked errors, sampling throughput and the bf16/fp32 speed ratio meas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
-import platform
 import time
 
 import numpy as np
-import torch
+from common import machine
 
 import dyaug.datasets
 from dyaug.data import Transitions
-from dyaug.demo import DemoConfig, fit_transition_model
 from dyaug.device import resolve_device
-from dyaug.diffusion.samplers import HeunSampler
 from dyaug.metrics import dynamics_error
+from dyaug.synther import SynthER
 
 
 def main() -> None:
@@ -40,26 +39,33 @@ def main() -> None:
 
     device = resolve_device(args.device)
     ds = dyaug.datasets.load(args.dataset)
-    env_id, space = ds.env_spec.id, ds.action_space
+    env_id = ds.env_spec.id
     data = Transitions.from_minari(ds)
-    config = DemoConfig(
-        train_steps=args.train_steps, width=args.width, depth=args.depth, precision="fp32", seed=args.seed
-    )
     start = time.perf_counter()
-    model = fit_transition_model(data, config, device)
+    generator = SynthER(
+        "cpu",
+        device=device,
+        seed=args.seed,
+        width=args.width,
+        depth=args.depth,
+        train_steps=args.train_steps,
+        train_precision="fp32",
+    ).fit(data)
     train_s = time.perf_counter() - start
 
-    samplers = {"deterministic": HeunSampler(n_steps=args.steps), "churn 80": HeunSampler(n_steps=args.steps, churn=80)}
+    samplers = {"deterministic": 0.0, "churn 80": 80.0}
     rows = []
-    for name, sampler in samplers.items():
+    for name, churn in samplers.items():
         outputs = {}
         for precision in ("fp32", "bf16"):
+            generator.config = dataclasses.replace(
+                generator.config, sampler_steps=args.steps, churn=churn, sample_precision=precision
+            )
             start = time.perf_counter()
-            synthetic = model.sample(args.samples, sampler, precision, space.low, space.high, seed=args.seed)
+            synthetic = generator.sample(args.samples, seed=args.seed, progress=False)
             seconds = time.perf_counter() - start
             outputs[precision] = synthetic
-            s = dynamics_error(env_id, synthetic).summary()
-            rows.append((name, precision, args.samples / seconds, s))
+            rows.append((name, precision, args.samples / seconds, dynamics_error(env_id, synthetic).summary()))
         diff = np.abs(outputs["bf16"].next_observations - outputs["fp32"].next_observations)
         rows.append((name, "|bf16 - fp32| s'", float(diff.mean()), {"max": float(diff.max())}))
 
@@ -68,8 +74,7 @@ def main() -> None:
         f"Command: `python benchmarks/precision_fidelity.py --dataset {args.dataset} --train-steps "
         f"{args.train_steps} --width {args.width} --depth {args.depth} --samples {args.samples} --steps {args.steps} "
         f"--seed {args.seed}`; dataset {ds.id} ({len(data)} transitions); machine: "
-        f"{platform.processor() or platform.machine()}, {device}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}; model {args.width}x{args.depth} trained in fp32 in {train_s:.0f} s.\n"
+        f"{machine(device)}; model {args.width}x{args.depth} trained in fp32 in {train_s:.0f} s.\n"
     )
     print(
         "| sampler | network precision | transitions/s | state err median | state err mean | reward err mean |"

@@ -21,14 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import torch
-from torch import nn
+from common import flops_per_row, machine, matmul_gflops, median_seconds
 
 from dyaug.device import resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule
@@ -54,47 +50,6 @@ class BenchmarkConfig:
     @classmethod
     def quick(cls, device: str) -> BenchmarkConfig:
         return cls(device=device, batch=256, steps=4, repeats=1, matmul_rows=1024)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after one untimed warm-up run."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_gflops(rows: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
-    a = torch.randn(rows, 1024, device=device).to(dtype)
-    b = torch.randn(1024, 1024, device=device).to(dtype)
-    seconds = median_seconds(lambda: a @ b, device, repeats)
-    return 2 * rows * 1024 * 1024 / seconds / 1e9
-
-
-def flops_per_row(net: nn.Module) -> int:
-    """2 FLOP per multiply-add of every Linear layer (activations and norms are not counted)."""
-    return sum(2 * m.in_features * m.out_features for m in net.modules() if isinstance(m, nn.Linear))
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    accelerator = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}{accelerator}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; device {device}"
 
 
 def main(config: BenchmarkConfig) -> None:

@@ -4,6 +4,7 @@
 """
 
 from dyaug.data import Transitions
+from dyaug.synther import SynthER, SynthERConfig
 
 __version__ = "0.1.0"
-__all__ = ["Transitions", "__version__"]
+__all__ = ["SynthER", "SynthERConfig", "Transitions", "__version__"]

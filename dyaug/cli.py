@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget", default="tiny", help="forge budget: tiny (default), cpu or d4rl")
     demo.add_argument("--train-steps", type=int, default=3000)
     demo.add_argument("--samples", type=int, default=5000)
-    demo.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    demo.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="network precision (bf16 pays off on GPUs and AMX CPUs)",
+    )
     demo.add_argument("--device", default="auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)

@@ -1,9 +1,8 @@
-"""The end-to-end demo behind ``dyaug demo``: forge a small dataset, fit an unconditional transition diffusion
-model on it (SynthER-style: EDM, residual MLP, z-scored [s, a, r, s', terminal]), sample from it, and check the
-samples in the MuJoCo simulator beside a multivariate Gaussian fitted to the same data and beside held-out
-real transitions.
+"""The end-to-end demo behind ``dyaug demo``: forge a small dataset, fit :class:`dyaug.SynthER` on it (an
+unconditional EDM model of z-scored [s, a, r, s', terminal] rows), sample from it, and check the samples in the
+MuJoCo simulator beside a multivariate Gaussian fitted to the same rows and beside held-out real transitions.
 
-Read top to bottom: it is also the shortest example of dyaug's building blocks working together.
+Read top to bottom: it is also the shortest example of fitting, sampling and checking a generator.
 """
 
 from __future__ import annotations
@@ -12,15 +11,11 @@ import dataclasses
 import time
 
 import numpy as np
-import torch
 
-from dyaug.data import Transitions, ZScoreNormalizer
-from dyaug.device import Precision, resolve_device
-from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
-from dyaug.diffusion.networks import ResidualMLP
-from dyaug.diffusion.samplers import HeunSampler
-from dyaug.diffusion.training import TrainConfig, train
+from dyaug.data import Transitions
+from dyaug.device import Precision
 from dyaug.metrics import FidelityReport, dynamics_error
+from dyaug.synther import SynthER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,84 +28,14 @@ class DemoConfig:
     width: int = 256
     depth: int = 3
     sampler_steps: int = 32
-    precision: Precision = "bf16"
+    precision: Precision = "fp32"
     device: str = "auto"
     seed: int = 0
-
-
-def transitions_to_rows(t: Transitions) -> np.ndarray:
-    """``[s, a, r, s', terminal]`` rows, the layout SynthER models (Lu et al. 2023)."""
-    return np.concatenate(
-        [t.observations, t.actions, t.rewards[:, None], t.next_observations, t.terminals[:, None]], axis=1
-    )
-
-
-def rows_to_transitions(x: np.ndarray, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray) -> Transitions:
-    """Inverse of :func:`transitions_to_rows` for samples: terminal thresholded at 0.5, actions clipped to bounds."""
-    o, a = x[:, :obs_dim], np.clip(x[:, obs_dim : obs_dim + act_dim], low, high)
-    r, o2 = x[:, obs_dim + act_dim], x[:, obs_dim + act_dim + 1 : 2 * obs_dim + act_dim + 1]
-    term = (x[:, -1] > 0.5).astype(np.float32)
-    return Transitions(o, a, r, o2, term, np.zeros_like(term))
-
-
-@dataclasses.dataclass(frozen=True)
-class TransitionModel:
-    """An EMA denoiser over normalised ``[s, a, r, s', terminal]`` rows and the normalizer it was fitted with."""
-
-    network: torch.nn.Module
-    normalizer: ZScoreNormalizer
-    schedule: EDMSchedule
-    obs_dim: int
-    act_dim: int
-    final_loss: float
-
-    def sample(
-        self,
-        n: int,
-        sampler: HeunSampler,
-        precision: Precision,
-        action_low: np.ndarray,
-        action_high: np.ndarray,
-        *,
-        seed: int = 0,
-    ) -> Transitions:
-        """``n`` synthetic transitions; the same seed draws the same initial noise at any precision."""
-        device = next(self.network.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(seed)
-        x = sampler.sample(
-            EDMDenoiser(self.network, self.schedule, precision=precision),
-            self.schedule,
-            (n, 2 * self.obs_dim + self.act_dim + 2),
-            generator=gen,
-            device=device,
-        )
-        rows = self.normalizer.unnormalize(x.cpu().numpy())
-        return rows_to_transitions(rows, self.obs_dim, self.act_dim, action_low, action_high)
-
-
-def fit_transition_model(data: Transitions, config: DemoConfig, device: torch.device) -> TransitionModel:
-    """Fit a SynthER-style EDM model (residual MLP, sigma_data 1, z-scored rows, terminal column untouched)."""
-    rows = transitions_to_rows(data)
-    norm = ZScoreNormalizer.fit(rows, skip=[rows.shape[1] - 1])  # the terminal flag stays 0/1
-    net = ResidualMLP(rows.shape[1], width=config.width, depth=config.depth).to(device)
-    schedule = EDMSchedule(sigma_data=1.0)
-    denoiser = EDMDenoiser(net, schedule, precision=config.precision)
-    result = train(
-        lambda batch: edm_loss(denoiser, batch),
-        net,
-        torch.as_tensor(norm.normalize(rows), dtype=torch.float32, device=device),
-        TrainConfig(steps=config.train_steps, batch_size=256),
-        seed=config.seed,
-        desc="diffusion",
-    )
-    return TransitionModel(result.ema.module, norm, schedule, data.obs_dim, data.act_dim, result.losses[-1])
 
 
 def run_demo(config: DemoConfig) -> dict[str, FidelityReport]:
     import dyaug.datasets
 
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
     t0 = time.perf_counter()
     dataset = dyaug.datasets.forge(config.env, config.level, budget=config.budget, seed=config.seed)
     env_id = dataset.env_spec.id
@@ -122,25 +47,35 @@ def run_demo(config: DemoConfig) -> dict[str, FidelityReport]:
     print(f"[1/4] dataset {dataset.id}: {len(real)} transitions ({time.perf_counter() - t0:.0f} s)")
 
     t1 = time.perf_counter()
-    model = fit_transition_model(fit, config, device)
+    generator = SynthER(
+        preset="cpu",
+        device=config.device,
+        seed=config.seed,
+        width=config.width,
+        depth=config.depth,
+        train_steps=config.train_steps,
+        sampler_steps=config.sampler_steps,
+        train_precision=config.precision,
+        sample_precision=config.precision,
+    ).fit(fit, action_bounds=(space.low, space.high))
     print(
         f"[2/4] trained {config.width}x{config.depth} denoiser, {config.train_steps} steps, final loss "
-        f"{model.final_loss:.3f} ({time.perf_counter() - t1:.0f} s)"
+        f"{generator.training_losses[-1]:.3f} ({time.perf_counter() - t1:.0f} s)"
     )
 
     t2 = time.perf_counter()
-    sampler = HeunSampler(n_steps=config.sampler_steps)
-    synthetic = model.sample(config.n_samples, sampler, config.precision, space.low, space.high, seed=config.seed)
+    synthetic = generator.sample(config.n_samples, seed=config.seed)
     rate = config.n_samples / (time.perf_counter() - t2)
     print(
-        f"[3/4] sampled {config.n_samples} transitions, {sampler.network_evaluations} network evaluations "
-        f"each, {config.precision}: {rate:.0f} transitions/s"
+        f"[3/4] sampled {config.n_samples} transitions, {generator.config.sampler().network_evaluations} network "
+        f"evaluations each, {config.precision}: {rate:.0f} transitions/s"
     )
 
-    rows = transitions_to_rows(fit)
+    layout = generator.model.layout
+    rows = layout.encode(fit)
     rng = np.random.default_rng(config.seed)
     gauss = rng.multivariate_normal(rows.mean(0), np.cov(rows, rowvar=False), size=config.n_samples)
-    baseline = rows_to_transitions(gauss.astype(np.float32), real.obs_dim, real.act_dim, space.low, space.high)
+    baseline = layout.decode(gauss.astype(np.float32), generator.model.action_bounds)
     reports = {
         "real (held out)": dynamics_error(env_id, test),
         "diffusion": dynamics_error(env_id, synthetic),
@@ -148,7 +83,7 @@ def run_demo(config: DemoConfig) -> dict[str, FidelityReport]:
     }
     print(f"[4/4] simulator check in {env_id} (next-state error = ||simulated s' - given s'||):\n")
     print(format_reports(reports))
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s on {device}")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s on {generator.device}")
     return reports
 
 

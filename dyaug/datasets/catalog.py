@@ -58,9 +58,9 @@ class ForgeBudget:
 BUDGETS: dict[str, ForgeBudget] = {
     # seconds on 2 CPU cores: a smoke test of the whole pipeline
     "tiny": ForgeBudget(sac_steps=1_000, learning_starts=500, eval_every=250, eval_episodes=1, n_transitions=2_000),
-    # tens of minutes on 2 CPU cores (SAC runs at 65-85 steps/s there)
+    # about half an hour per environment on 2 CPU cores (SAC runs at 55-85 steps/s there)
     "cpu": ForgeBudget(
-        sac_steps=50_000, learning_starts=5_000, eval_every=5_000, eval_episodes=5, n_transitions=100_000
+        sac_steps=100_000, learning_starts=5_000, eval_every=5_000, eval_episodes=5, n_transitions=100_000
     ),
     # D4RL's sizes (1M transitions per level, 1M SAC steps): for a GPU machine or a long night
     "d4rl": ForgeBudget(

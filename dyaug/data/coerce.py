@@ -1,0 +1,92 @@
+"""Turn any supported RL data container into :class:`Transitions`, without importing the libraries it may come from.
+
+Accepted: a :class:`Transitions`, a Minari ``MinariDataset``, a d3rlpy ``ReplayBuffer``/``MDPDataset`` (any
+``ReplayBufferBase``) and a Stable-Baselines3 ``ReplayBuffer``. A container is recognised by ``isinstance``
+against the class of a library that is *already imported* (``sys.modules``): an object of a library cannot
+exist before that library is imported, so this is exact and never imports d3rlpy, SB3 or Minari itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import numpy as np
+
+from dyaug.data.transitions import Transitions
+
+ACCEPTED = "dyaug Transitions, a Minari dataset, a d3rlpy ReplayBuffer/MDPDataset or a Stable-Baselines3 ReplayBuffer"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionBounds:
+    """Per-dimension action bounds ``low <= a <= high`` (float32, shape ``(act_dim,)``) and where they came from.
+
+    ``source`` is ``"action space"`` when every bound is a finite bound of the data's Box action space,
+    ``"data range"`` when they are the data's per-dimension min/max, and ``"action space and data range"``
+    when the space is only partly finite (infinite bounds replaced by the data's min/max).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        low = np.asarray(self.low, dtype=np.float32).reshape(-1)
+        high = np.asarray(self.high, dtype=np.float32).reshape(-1)
+        if low.shape != high.shape or not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"ActionBounds needs finite low/high of equal shape, got {low} and {high}.")
+        if (low > high).any():
+            raise ValueError(f"ActionBounds needs low <= high in every dimension, got low={low}, high={high}.")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+
+def to_transitions(data: Any) -> Transitions:
+    """``data`` as :class:`Transitions` (the converters of :class:`Transitions` do the exact conversion).
+
+    Raises ``TypeError`` for an unsupported container and ``ValueError`` for empty data; the converters raise
+    ``ValueError`` for what they cannot represent exactly: non-Box spaces (Minari, SB3), a d3rlpy buffer with a
+    discrete action space, NaN or Inf values.
+    """
+    if isinstance(data, Transitions):
+        transitions = data
+    elif _is_instance(data, "minari", "MinariDataset"):
+        transitions = Transitions.from_minari(data)
+    elif _is_instance(data, "d3rlpy.dataset", "ReplayBufferBase"):
+        transitions = Transitions.from_d3rlpy(data)
+    elif _is_instance(data, "stable_baselines3.common.buffers", "ReplayBuffer"):
+        transitions = Transitions.from_sb3(data)
+    else:
+        raise TypeError(
+            f"cannot read RL data from a {type(data).__module__}.{type(data).__qualname__}; pass {ACCEPTED} "
+            "(or build Transitions(observations, actions, rewards, next_observations, terminals, timeouts))."
+        )
+    if len(transitions) == 0:
+        raise ValueError("the data holds no transitions; pass a dataset or buffer with at least one step.")
+    return transitions
+
+
+def action_bounds(data: Any, transitions: Transitions) -> ActionBounds:
+    """Bounds for ``transitions``' actions: the finite bounds of ``data``'s Box action space where it has one
+    (Minari dataset, SB3 buffer), the data's per-dimension min/max otherwise (``Transitions``, d3rlpy buffers,
+    which keep no bounds) and for every infinite bound of the space. ``source`` records which.
+    """
+    data_low, data_high = transitions.actions.min(axis=0), transitions.actions.max(axis=0)
+    space = getattr(data, "action_space", None) if not isinstance(data, Transitions) else None
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or np.shape(low) != data_low.shape:
+        return ActionBounds(data_low, data_high, "data range")
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return ActionBounds(data_low, data_high, "data range")
+    source = "action space" if finite.all() else "action space and data range"
+    return ActionBounds(np.where(finite, low, data_low), np.where(finite, high, data_high), source)
+
+
+def _is_instance(data: Any, module_name: str, class_name: str) -> bool:
+    module = sys.modules.get(module_name)
+    cls = getattr(module, class_name, None) if module is not None else None
+    return isinstance(cls, type) and isinstance(data, cls)

@@ -1,0 +1,162 @@
+"""SynthER's settings in one frozen dataclass, and the presets ``"tiny"``, ``"cpu"`` and ``"paper"``.
+
+Lu, Ball, Teh & Parker-Holder (2023), "Synthetic Experience Replay" (arXiv 2303.06614), with the settings of
+the official code (``conglu1997/SynthER``): an unconditional EDM model (Karras et al. 2022, arXiv 2206.00364)
+of z-scored rows ``x = [s, a, r, s', terminal]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, get_args
+
+from dyaug.device import Precision
+from dyaug.diffusion.edm import EDMSchedule
+from dyaug.diffusion.networks import ResidualMLP
+from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.training import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthERConfig:
+    """Every setting of a SynthER generator (Lu et al. 2023, arXiv 2303.06614).
+
+    Model: EDM denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, ¼ ln σ) with σ_data = ``sigma_data``
+    (Karras et al. 2022, Table 1), F the residual MLP of :class:`~dyaug.diffusion.networks.ResidualMLP`
+    (``width`` x ``depth`` pre-activation blocks, noise embedding of width ``dim_t`` on ``rff_dim`` random
+    Fourier features).
+
+    Training: ``train_steps`` AdamW steps (``lr``, ``betas``, ``weight_decay``) on the loss
+    E[λ(σ) mean_dims (D(y + σn; σ) − y)²], λ(σ) = (σ² + σ_d²)/(σ σ_d)², ln σ ~ N(−1.2, 1.2²), with gradient
+    clipping at ``grad_clip``, the learning rate decayed to 0 with a half cosine and an EMA of the weights
+    (``ema_decay`` every ``ema_every`` steps after ``ema_warmup``) that is the model used for sampling.
+    A batch holds ``batch_size`` rows, or ``large_data_batch_size`` when that is set and the data has at least
+    ``large_data_threshold`` transitions (the paper: 1024 from 800k on). ``train_precision`` is the autocast
+    precision of F during training.
+
+    Sampling: EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1 network evaluations) and
+    churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise`` (``churn=0``: the
+    deterministic Algorithm 1); F evaluated in ``sample_precision`` (the sampler state stays fp32);
+    ``sample_batch_size`` rows are generated at a time.
+    """
+
+    width: int
+    depth: int
+    train_steps: int
+    sampler_steps: int
+    dim_t: int = 128
+    rff_dim: int = 16
+    layer_norm: bool = False
+    sigma_data: float = 1.0
+    batch_size: int = 256
+    large_data_batch_size: int | None = None
+    large_data_threshold: int = 800_000
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.995
+    ema_every: int = 10
+    ema_warmup: int = 100
+    train_precision: Precision = "fp32"
+    churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+    sample_precision: Precision = "fp32"
+    sample_batch_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        # Lists come back from JSON (saved checkpoints); store the tuple the field is typed as.
+        object.__setattr__(self, "betas", tuple(self.betas))
+        for name in ("width", "depth", "train_steps", "sampler_steps", "dim_t", "batch_size", "sample_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SynthERConfig.{name} must be an integer >= 1, got {value!r}.")
+        for name in ("train_precision", "sample_precision"):
+            if getattr(self, name) not in get_args(Precision):
+                raise ValueError(
+                    f"SynthERConfig.{name} must be one of {get_args(Precision)}, got {getattr(self, name)!r}."
+                )
+        # Build every part once so a bad value fails here, with the part's own message, not in fit().
+        self.schedule()
+        self.sampler()
+        self.train_config(n_transitions=0)
+
+    def schedule(self) -> EDMSchedule:
+        """EDM noise schedule with σ_data = ``sigma_data`` (EDM's σ_min, σ_max, ρ, P_mean, P_std)."""
+        return EDMSchedule(sigma_data=self.sigma_data)
+
+    def sampler(self) -> HeunSampler:
+        """The Heun sampler these settings describe."""
+        return HeunSampler(
+            n_steps=self.sampler_steps, churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise
+        )
+
+    def network(self, dim: int) -> ResidualMLP:
+        """A freshly initialised F for rows of size ``dim`` (initialised from the global torch RNG)."""
+        return ResidualMLP(
+            dim, width=self.width, depth=self.depth, dim_t=self.dim_t, rff_dim=self.rff_dim, layer_norm=self.layer_norm
+        )
+
+    def train_config(self, n_transitions: int) -> TrainConfig:
+        """Optimiser settings for a dataset of ``n_transitions`` (the batch size depends on it)."""
+        large = self.large_data_batch_size is not None and n_transitions >= self.large_data_threshold
+        return TrainConfig(
+            steps=self.train_steps,
+            batch_size=self.large_data_batch_size if large else self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            betas=self.betas,
+            grad_clip=self.grad_clip,
+            cosine_decay=True,
+            ema_decay=self.ema_decay,
+            ema_every=self.ema_every,
+            ema_warmup=self.ema_warmup,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values (``betas`` as a list, ``s_tmax`` may be ``inf``)."""
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+
+PRESETS: dict[str, SynthERConfig] = {
+    # A test-sized model: fits a few thousand transitions in seconds on one CPU core.
+    "tiny": SynthERConfig(width=64, depth=2, dim_t=32, train_steps=300, batch_size=128, sampler_steps=16),
+    # Minutes on 2 CPU cores (about 20k steps at 150 steps/s). Deterministic Heun: on a CPU the
+    # network evaluations are the cost, and churn needs more of them (see benchmarks/synther_sampling_speed.py).
+    # fp32 sampling: without AMX, bf16 matrix products are slower than fp32 on x86 CPUs (same benchmark).
+    "cpu": SynthERConfig(width=256, depth=3, train_steps=20_000, batch_size=256, sampler_steps=32),
+    # The paper / official code: 2048x6 residual MLP, 100k steps, batch 256 (1024 from 800k transitions),
+    # 128-step stochastic Heun with churn 80 on sigma in [0.05, 50], s_noise 1.003, all in fp32.
+    "paper": SynthERConfig(
+        width=2048,
+        depth=6,
+        train_steps=100_000,
+        batch_size=256,
+        large_data_batch_size=1024,
+        large_data_threshold=800_000,
+        sampler_steps=128,
+        churn=80.0,
+        s_tmin=0.05,
+        s_tmax=50.0,
+        s_noise=1.003,
+    ),
+}
+
+
+def resolve_config(preset: str, overrides: dict[str, Any]) -> SynthERConfig:
+    """``PRESETS[preset]`` with ``overrides`` (config field names) applied.
+
+    Raises ``ValueError`` for an unknown preset and ``TypeError`` for an override that is not a field.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown SynthER preset {preset!r}; choose one of {sorted(PRESETS)}.")
+    fields = {f.name for f in dataclasses.fields(SynthERConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(
+            f"SynthER got unknown settings {unknown}; the settings are the fields of SynthERConfig: {sorted(fields)}."
+        )
+    return dataclasses.replace(PRESETS[preset], **overrides)

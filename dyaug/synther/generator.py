@@ -1,0 +1,292 @@
+"""``SynthER``: fit a transition diffusion model on RL data and sample synthetic transitions from it.
+
+Lu, Ball, Teh & Parker-Holder (2023), "Synthetic Experience Replay" (arXiv 2303.06614).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import nn
+from tqdm.auto import tqdm
+
+from dyaug.data.coerce import ActionBounds, to_transitions
+from dyaug.data.coerce import action_bounds as infer_action_bounds
+from dyaug.data.normalizers import ZScoreNormalizer
+from dyaug.data.transitions import Transitions
+from dyaug.device import resolve_device
+from dyaug.diffusion.checkpoint import load_model, save_model
+from dyaug.diffusion.edm import EDMDenoiser, edm_loss
+from dyaug.diffusion.training import train
+from dyaug.synther.config import SynthERConfig, resolve_config
+from dyaug.synther.rows import DataRange, RowLayout
+
+CHECKPOINT_KIND = "synther"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleStats:
+    """What the last :meth:`SynthER.sample` call did: ``generated`` rows, ``rejected`` of them as outliers,
+    ``outside_by_column`` (D,) rows outside the data range per row column (a row may count in several),
+    ``seconds`` of wall time."""
+
+    generated: int
+    rejected: int
+    outside_by_column: np.ndarray
+    seconds: float
+
+    @property
+    def kept(self) -> int:
+        return self.generated - self.rejected
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedModel:
+    """A trained generator: the EMA network F, the row normalizer, and what post-processing needs."""
+
+    network: nn.Module
+    normalizer: ZScoreNormalizer
+    layout: RowLayout
+    action_bounds: ActionBounds
+    data_range: DataRange
+    training_data: dict[str, Any]
+
+
+class SynthER:
+    """Synthetic Experience Replay (Lu et al. 2023): an unconditional EDM model of transitions.
+
+    Rows x = [s, a, r, s', terminal] are z-scored per column, x̃ = (x − μ)/(σ + 1e-5), except the terminal
+    flag, which stays 0/1; an EDM denoiser (see :class:`SynthERConfig`) is trained on x̃ and its EMA weights
+    generate new rows, which are un-normalised and post-processed (terminal thresholded at 0.5, actions
+    clipped to the action bounds; see :meth:`sample`).
+
+    >>> gen = SynthER(preset="cpu").fit(minari_dataset)          # or Transitions, a d3rlpy/SB3 buffer
+    >>> synthetic = gen.sample(100_000)                          # Transitions
+    >>> buffer = gen.augment(d3rlpy_buffer, 100_000, real_ratio=0.5)
+    >>> synthetic.to_minari("me/hopper-synthetic-v0", "Hopper-v5", synthetic=True, generator=gen.provenance())
+
+    :param preset: ``"tiny"`` (tests), ``"cpu"`` (minutes on 2 cores) or ``"paper"`` (the paper's settings).
+    :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
+    :param seed: seeds the network's initialisation, training and sampling: the same seed on the same data
+        gives the same samples (on the CPU).
+    :param overrides: fields of :class:`SynthERConfig` replacing the preset's (``TypeError`` for others).
+    """
+
+    def __init__(self, preset: str = "cpu", device: str | torch.device = "auto", seed: int = 0, **overrides: Any):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+        self.config: SynthERConfig = resolve_config(preset, overrides)
+        self.preset = preset
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.training_losses: list[float] = []
+        self.last_sample_stats: SampleStats | None = None
+        self._model: FittedModel | None = None
+        self._sample_calls = 0
+
+    def __repr__(self) -> str:
+        state = f"fitted on {self._model.training_data}" if self._model is not None else "not fitted"
+        return f"SynthER(preset={self.preset!r}, device={str(self.device)!r}, seed={self.seed}; {state})"
+
+    # ----------------------------------------------------------------------------------------- fitting
+    def fit(
+        self, data: Any, *, action_bounds: tuple[ArrayLike, ArrayLike] | None = None, progress: bool = True
+    ) -> SynthER:
+        """Train a fresh model on ``data`` (see :func:`dyaug.data.coerce.to_transitions` for what is accepted).
+
+        Also records, for :meth:`sample`: the action bounds, ``action_bounds=(low, high)`` when given (e.g.
+        ``env.action_space.low, env.action_space.high`` for plain ``Transitions``), else the data's Box action
+        space where it has one (Minari, SB3) and the data's min/max otherwise (see
+        :func:`dyaug.data.coerce.action_bounds`); and each row column's min/max (for ``reject_outside``).
+        ``data`` is never modified. Returns ``self``.
+        """
+        transitions = to_transitions(data)
+        bounds = (
+            infer_action_bounds(data, transitions)
+            if action_bounds is None
+            else ActionBounds(*action_bounds, source="given")
+        )
+        if bounds.low.shape != (transitions.act_dim,):
+            raise ValueError(
+                f"action_bounds have {bounds.low.shape[0]} dimensions but the actions {transitions.act_dim}; "
+                "pass (low, high) of the action space the data comes from."
+            )
+        layout = RowLayout(transitions.obs_dim, transitions.act_dim)
+        rows = layout.encode(transitions)
+        normalizer = ZScoreNormalizer.fit(rows, skip=[layout.terminal_column])
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.seed)
+            network = self.config.network(layout.dim).to(self.device)
+        denoiser = EDMDenoiser(network, self.config.schedule(), precision=self.config.train_precision)
+        result = train(
+            lambda batch: edm_loss(denoiser, batch),
+            network,
+            torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=self.device),
+            self.config.train_config(len(transitions)),
+            seed=self.seed,
+            progress=progress,
+            desc="SynthER fit",
+        )
+        self._model = FittedModel(
+            network=result.ema.module,
+            normalizer=normalizer,
+            layout=layout,
+            action_bounds=bounds,
+            data_range=DataRange.of(rows, layout),
+            training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions)},
+        )
+        self.training_losses = list(result.losses)
+        self._sample_calls = 0
+        return self
+
+    @property
+    def model(self) -> FittedModel:
+        """The fitted model; ``RuntimeError`` before :meth:`fit` or :meth:`load`."""
+        if self._model is None:
+            raise RuntimeError("this SynthER is not fitted; call .fit(data) or SynthER.load(path) first.")
+        return self._model
+
+    # ---------------------------------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n: int,
+        *,
+        batch_size: int | None = None,
+        progress: bool = True,
+        reject_outside: float | None = None,
+        seed: int | None = None,
+    ) -> Transitions:
+        """Generate ``n`` rows and return them as float32 :class:`Transitions` with ``timeouts = 0``.
+
+        Rows are drawn ``batch_size`` (default ``config.sample_batch_size``) at a time on the model's device,
+        with one host copy per batch. Post-processing, chosen deliberately (the official code does neither of
+        the first two):
+
+        - terminal = 1[x_terminal > 0.5];
+        - actions clipped to the action bounds recorded by :meth:`fit` (``model.action_bounds``);
+        - ``reject_outside=k`` drops every row with a column outside
+          [min − k (max − min), max + k (max − min)] of the training data (judged on the raw generated row,
+          before clipping; see :class:`~dyaug.synther.rows.DataRange`), so fewer than ``n`` rows may come
+          back. ``last_sample_stats`` counts what was generated and rejected.
+
+        Randomness: ``seed`` when given, else the generator's seed and the number of earlier ``sample`` calls
+        since fitting or loading, so successive calls differ and a loaded model repeats the sequence of the
+        model that was saved. Same seed and ``batch_size``, same samples on the CPU.
+        """
+        model = self.model
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be an integer >= 1 (how many transitions to generate), got {n!r}.")
+        batch_size = self.config.sample_batch_size if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        if seed is None:
+            seed = int(np.random.SeedSequence([self.seed, self._sample_calls]).generate_state(1, np.uint64)[0] >> 1)
+            self._sample_calls += 1
+        start = time.perf_counter()
+        rows = self._generate_rows(int(n), int(batch_size), seed, progress)
+        outside = np.zeros_like(rows, dtype=bool)
+        if reject_outside is not None:
+            outside = model.data_range.outside(rows, reject_outside)
+        rejected = outside.any(axis=1)
+        self.last_sample_stats = SampleStats(
+            generated=n,
+            rejected=int(rejected.sum()),
+            outside_by_column=outside.sum(axis=0),
+            seconds=time.perf_counter() - start,
+        )
+        return model.layout.decode(rows[~rejected], model.action_bounds)
+
+    @torch.no_grad()
+    def _generate_rows(self, n: int, batch_size: int, seed: int, progress: bool) -> np.ndarray:
+        """``(n, D)`` un-normalised float32 rows, ``batch_size`` at a time."""
+        model, config = self.model, self.config
+        schedule, sampler = config.schedule(), config.sampler()
+        denoiser = EDMDenoiser(model.network, schedule, precision=config.sample_precision)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        parts = []
+        with tqdm(total=n, desc="SynthER sample", unit="transition", disable=not progress) as bar:
+            for start in range(0, n, batch_size):
+                size = min(batch_size, n - start)
+                x = sampler.sample(
+                    denoiser, schedule, (size, model.layout.dim), generator=generator, device=self.device
+                )
+                parts.append(model.normalizer.unnormalize(x).cpu().numpy())
+                bar.update(size)
+        return np.concatenate(parts)
+
+    def augment(self, buffer: Any, n: int, real_ratio: float = 0.5, **sample_options: Any) -> Any:
+        """``dyaug.integrations.d3rlpy.SyntheticReplayBuffer(buffer, self.sample(n), real_ratio=real_ratio)``:
+        a d3rlpy buffer whose batches mix ``buffer``'s real transitions with ``n`` synthetic ones
+        (``real_ratio=0``: synthetic only, the paper's offline setting). ``sample_options`` go to :meth:`sample`.
+        """
+        from dyaug.integrations.d3rlpy import SyntheticReplayBuffer
+
+        return SyntheticReplayBuffer(buffer, self.sample(n, **sample_options), real_ratio=real_ratio)
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON description of this generator for the metadata of saved synthetic data, e.g.
+        ``sample(n).to_minari(dataset_id, env_id, synthetic=True, generator=gen.provenance())``."""
+        from dyaug import __version__
+
+        model = self.model
+        return {
+            "generator": "dyaug.SynthER",
+            "dyaug_version": __version__,
+            "preset": self.preset,
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "training_data": dict(model.training_data),
+            "action_bounds_source": model.action_bounds.source,
+        }
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Write one atomic safetensors file (no pickle): EMA weights, config, normalizer, dimensions,
+        action bounds, data range, seed and training record. :meth:`load` restores it exactly."""
+        model = self.model
+        return save_model(
+            path,
+            CHECKPOINT_KIND,
+            modules={"network": model.network},
+            config=self.config.to_dict(),
+            normalizer=model.normalizer,
+            preset=self.preset,
+            seed=self.seed,
+            obs_dim=model.layout.obs_dim,
+            act_dim=model.layout.act_dim,
+            action_low=model.action_bounds.low.tolist(),
+            action_high=model.action_bounds.high.tolist(),
+            action_bounds_source=model.action_bounds.source,
+            data_low=model.data_range.low.tolist(),
+            data_high=model.data_range.high.tolist(),
+            data_checked=model.data_range.checked.tolist(),
+            training_data=model.training_data,
+            training_losses=self.training_losses,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto") -> SynthER:
+        """A generator saved by :meth:`save`, on ``device``; ``ValueError`` for a file of another kind."""
+        device = resolve_device(device)
+        checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
+        meta = checkpoint.meta
+        generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **checkpoint.config)
+        layout = RowLayout(meta["obs_dim"], meta["act_dim"])
+        network = generator.config.network(layout.dim).to(device)
+        network.load_state_dict(checkpoint.states["network"])
+        generator._model = FittedModel(
+            network=network.eval().requires_grad_(False),
+            normalizer=checkpoint.normalizer,
+            layout=layout,
+            action_bounds=ActionBounds(meta["action_low"], meta["action_high"], meta["action_bounds_source"]),
+            data_range=DataRange(meta["data_low"], meta["data_high"], meta["data_checked"]),
+            training_data=meta["training_data"],
+        )
+        generator.training_losses = list(meta["training_losses"])
+        return generator
