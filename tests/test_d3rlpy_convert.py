@@ -85,12 +85,8 @@ def test_unordered_transitions_become_one_step_episodes():
     buffer = transitions_to_d3rlpy(reversed_rows.replace(next_actions=None))
     assert buffer.size() == len(t) and buffer.transition_count == len(t)
     back = transitions_from_d3rlpy(buffer)
-    _assert_same(
-        back, reversed_rows, ("observations", "actions", "rewards", "next_observations", "terminals")
-    )
-    np.testing.assert_array_equal(
-        back.timeouts, 1.0 - reversed_rows.terminals
-    )  # every episode ends with a flag
+    _assert_same(back, reversed_rows, ("observations", "actions", "rewards", "next_observations", "terminals"))
+    np.testing.assert_array_equal(back.timeouts, 1.0 - reversed_rows.terminals)  # every episode ends with a flag
     np.testing.assert_array_equal(back.next_actions, np.zeros_like(t.actions))  # padding without next_actions
 
 
@@ -114,18 +110,14 @@ def test_flat_mdp_dataset_is_aligned_per_episode_and_warns_once():
     expected = t[keep]
     _assert_same(back, expected, ("observations", "actions", "rewards", "terminals"))
     terminal_rows = expected.terminals > 0
-    np.testing.assert_array_equal(
-        back.next_observations[~terminal_rows], expected.next_observations[~terminal_rows]
-    )
+    np.testing.assert_array_equal(back.next_observations[~terminal_rows], expected.next_observations[~terminal_rows])
     np.testing.assert_array_equal(back.next_observations[terminal_rows], 0.0)
     # the new last step of each timeout episode is flagged; its a' is the dropped step's real action
     np.testing.assert_array_equal(back.episode_ends, np.cumsum([5, 6, 4, 5]) - 1)
     np.testing.assert_array_equal(
         back.timeouts, ((expected.terminals == 0) & np.isin(np.arange(len(back)), back.episode_ends))
     )
-    np.testing.assert_array_equal(
-        back.next_actions[back.timeouts > 0], t.actions[ends[~np.array(terminated)]]
-    )
+    np.testing.assert_array_equal(back.next_actions[back.timeouts > 0], t.actions[ends[~np.array(terminated)]])
 
 
 def test_dump_and_load_keep_the_final_observation_only_with_our_episode_class():

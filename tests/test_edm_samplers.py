@@ -25,7 +25,6 @@ MU = torch.tensor([0.5, -1.0, 0.25])
 COV = torch.tensor([[1.0, 0.6, -0.3], [0.6, 1.0, -0.02], [-0.3, -0.02, 0.38]])  # non-diagonal, SPD
 
 
-
 def _variance(sigma: Tensor | float, x: Tensor) -> Tensor:
     """sigma^2 shaped to broadcast against a (B, d) tensor."""
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)

@@ -54,9 +54,7 @@ def _write_raw(dataset_id: str, episodes: list[dict[str, np.ndarray]]) -> minari
 
 def test_from_minari_is_exact_and_keeps_terminal_next_observations():
     episodes = _hopper_episodes()
-    assert (
-        sum(e["terminations"][-1] for e in episodes) == 3 and sum(e["truncations"][-1] for e in episodes) == 3
-    )
+    assert sum(e["terminations"][-1] for e in episodes) == 3 and sum(e["truncations"][-1] for e in episodes) == 3
     t = Transitions.from_minari(_write_raw("test/raw-v0", episodes))
     expected = {
         "observations": np.concatenate([e["observations"][:-1] for e in episodes]),
@@ -99,9 +97,7 @@ def test_round_trip_through_minari_is_exact():
     assert loaded.total_episodes == written.total_episodes == 6 and loaded.total_steps == len(original)
     back = Transitions.from_minari(loaded)
     for name, value in original.as_dict().items():
-        assert (value is None and getattr(back, name) is None) or np.array_equal(
-            getattr(back, name), value
-        ), name
+        assert (value is None and getattr(back, name) is None) or np.array_equal(getattr(back, name), value), name
     assert back.episode_slices() == original.episode_slices()
     # episode structure: same N+1 observations per episode as the raw data
     for raw, stored in zip(episodes, loaded.iterate_episodes(), strict=True):

@@ -96,9 +96,7 @@ def test_state_dict_round_trip_uses_plain_arrays_and_kind():
         state = norm.state_dict()
         assert set(state) == {"kind", "shift", "scale"}
         assert isinstance(state["kind"], str) and state["kind"] == cls.kind
-        assert all(
-            isinstance(state[k], np.ndarray) and state[k].dtype == np.float64 for k in ("shift", "scale")
-        )
+        assert all(isinstance(state[k], np.ndarray) and state[k].dtype == np.float64 for k in ("shift", "scale"))
         loaded = Normalizer.from_state_dict(state)
         assert type(loaded) is cls
         np.testing.assert_array_equal(loaded.normalize(x), norm.normalize(x))
@@ -134,6 +132,4 @@ def test_fit_validates_its_input():
         ZScoreNormalizer.fit(np.zeros((4, 3)), eps=0.0)
     # fitting on a tensor equals fitting on the same numpy data
     x = _data(100)
-    np.testing.assert_array_equal(
-        MinMaxNormalizer.fit(torch.as_tensor(x)).scale, MinMaxNormalizer.fit(x).scale
-    )
+    np.testing.assert_array_equal(MinMaxNormalizer.fit(torch.as_tensor(x)).scale, MinMaxNormalizer.fit(x).scale)

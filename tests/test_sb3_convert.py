@@ -33,9 +33,7 @@ def _expected(recorders: list[_Recorder], keep: int) -> Transitions:
     """The newest ``keep`` recorded steps of each env, envs one after another, ending in a timeout."""
     parts = []
     for recorder in recorders:
-        obs, act, rew, next_obs, term, trunc = (
-            np.array(c) for c in zip(*recorder.steps[-keep:], strict=True)
-        )
+        obs, act, rew, next_obs, term, trunc = (np.array(c) for c in zip(*recorder.steps[-keep:], strict=True))
         timeouts = trunc & ~term
         timeouts[-1] |= not (term[-1] or trunc[-1])
         parts.append(Transitions(obs, act, rew, next_obs, term, timeouts))
@@ -120,8 +118,6 @@ def test_unsupported_buffers_raise():
     with pytest.raises(ValueError, match=r"unsupported action space Discrete\(3\)"):
         transitions_from_sb3(discrete)
     with pytest.raises(ValueError, match="replay buffer is empty"):
-        transitions_from_sb3(
-            ReplayBuffer(10, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (1,)), device="cpu")
-        )
+        transitions_from_sb3(ReplayBuffer(10, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (1,)), device="cpu"))
     with pytest.raises(TypeError, match="needs an SB3 ReplayBuffer"):
         transitions_from_sb3({"observations": np.zeros(3)})

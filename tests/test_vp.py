@@ -22,7 +22,6 @@ MU = torch.tensor([0.3, -0.2])
 COV = torch.tensor([[0.2, 0.05], [0.05, 0.1]])
 
 
-
 class GaussianNoisePredictor(nn.Module):
     """Exact eps for N(mu, cov) given the signal scale alpha(noise_level) (and s = sqrt(1 - alpha^2))."""
 

@@ -36,9 +36,7 @@ _MINARI_METADATA_KEYS = frozenset(
 )  # fmt: skip
 
 
-def transitions_from_minari(
-    dataset: MinariDataset, episode_indices: Sequence[int] | None = None
-) -> Transitions:
+def transitions_from_minari(dataset: MinariDataset, episode_indices: Sequence[int] | None = None) -> Transitions:
     """All transitions of ``dataset`` (or of the episodes ``episode_indices``), exactly as stored.
 
     ``terminals = terminations`` and ``timeouts = truncations``; ``next_observations = observations[1:]``
@@ -61,9 +59,7 @@ def transitions_from_minari(
         timeouts = np.asarray(episode.truncations, dtype=bool).copy()
         terminals = np.asarray(episode.terminations, dtype=bool)
         timeouts[-1] |= not terminals[-1]
-        parts.append(
-            (observations[:-1], episode.actions, episode.rewards, observations[1:], terminals, timeouts)
-        )
+        parts.append((observations[:-1], episode.actions, episode.rewards, observations[1:], terminals, timeouts))
     if not parts:
         raise ValueError("the Minari dataset (or the chosen episodes) holds no transitions.")
     obs, act, rew, next_obs, term, tout = (np.concatenate(column) for column in zip(*parts, strict=True))

@@ -79,16 +79,13 @@ class Normalizer:
         kinds = {c.kind: c for c in (Normalizer, *Normalizer.__subclasses__())}
         missing = {"kind", "shift", "scale"} - set(state)
         if missing:
-            raise ValueError(
-                f"normalizer state is missing {sorted(missing)}; pass the dict from state_dict()."
-            )
+            raise ValueError(f"normalizer state is missing {sorted(missing)}; pass the dict from state_dict().")
         kind = str(state["kind"])
         if kind not in kinds:
             raise ValueError(f"unknown normalizer kind {kind!r}; expected one of {sorted(kinds)}.")
         if cls is not Normalizer and kind != cls.kind:
             raise ValueError(
-                f"{cls.__name__}.from_state_dict got a {kind!r} state; "
-                "load it with Normalizer.from_state_dict."
+                f"{cls.__name__}.from_state_dict got a {kind!r} state; load it with Normalizer.from_state_dict."
             )
         return kinds[kind](np.asarray(state["shift"]), np.asarray(state["scale"]))
 
@@ -132,9 +129,7 @@ class ZScoreNormalizer(Normalizer):
     kind: ClassVar[str] = "zscore"
 
     @classmethod
-    def fit(
-        cls, x: np.ndarray | torch.Tensor, skip: Iterable[int] = (), eps: float = 1e-5
-    ) -> ZScoreNormalizer:
+    def fit(cls, x: np.ndarray | torch.Tensor, skip: Iterable[int] = (), eps: float = 1e-5) -> ZScoreNormalizer:
         """Statistics of ``x`` (N, D), N ≥ 2, computed in float64; dimensions in ``skip`` pass through."""
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}.")

@@ -161,9 +161,7 @@ class LocomotionTask:
         rewards, terminals = self.reward_and_termination(next_states, actions)
         return next_states, rewards, terminals
 
-    def reward_and_termination(
-        self, next_states: np.ndarray, actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def reward_and_termination(self, next_states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(r, terminated)`` of steps that started at ``x = 0`` and ended in ``next_states``."""
         qpos, qvel = self.split_states(next_states)
         forward = self.forward_reward_weight * qpos[:, 0] / self.dt

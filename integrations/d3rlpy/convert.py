@@ -80,9 +80,7 @@ def transitions_from_d3rlpy(buffer: ReplayBufferBase) -> Transitions:
             f"transitions_from_d3rlpy needs a d3rlpy ReplayBuffer or MDPDataset, got {type(buffer).__name__}."
         )
     if buffer.dataset_info.action_space != ActionSpace.CONTINUOUS:
-        raise ValueError(
-            "the d3rlpy buffer has a discrete action space; dyaug handles continuous actions only."
-        )
+        raise ValueError("the d3rlpy buffer has a discrete action space; dyaug handles continuous actions only.")
     episodes = [episode for episode in buffer.episodes if episode.transition_count > 0]
     if not episodes:
         raise ValueError("the d3rlpy buffer holds no episodes; there is nothing to convert.")
@@ -91,9 +89,7 @@ def transitions_from_d3rlpy(buffer: ReplayBufferBase) -> Transitions:
     parts = [_episode_transitions(episode) for episode in episodes]
     parts[0] = {name: column[evicted:] for name, column in parts[0].items()}
     missing_final = sum(
-        1
-        for episode in episodes
-        if episode.terminated and getattr(episode, "final_observation", None) is None
+        1 for episode in episodes if episode.terminated and getattr(episode, "final_observation", None) is None
     )
     if missing_final:
         warnings.warn(
@@ -164,9 +160,7 @@ def _make_episode(transitions: Transitions, rows: slice) -> EpisodeWithFinalObse
             terminated=True,
             final_observation=transitions.next_observations[last],
         )
-    pad_action = (
-        transitions.next_actions[last] if transitions.next_actions is not None else np.zeros_like(actions[-1])
-    )
+    pad_action = transitions.next_actions[last] if transitions.next_actions is not None else np.zeros_like(actions[-1])
     return EpisodeWithFinalObservation(
         observations=np.concatenate([observations, transitions.next_observations[last : last + 1]]),
         actions=np.concatenate([actions, pad_action[None]]),

@@ -36,9 +36,7 @@ def transitions_from_sb3(replay_buffer: ReplayBuffer) -> Transitions:
             "Flatten the observations (gymnasium.wrappers.FlattenObservation) and use a ReplayBuffer."
         )
     if not isinstance(replay_buffer, ReplayBuffer):
-        raise TypeError(
-            f"transitions_from_sb3 needs an SB3 ReplayBuffer, got {type(replay_buffer).__name__}."
-        )
+        raise TypeError(f"transitions_from_sb3 needs an SB3 ReplayBuffer, got {type(replay_buffer).__name__}.")
     for role, space in (
         ("observation", replay_buffer.observation_space),
         ("action", replay_buffer.action_space),
