@@ -10,22 +10,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip_install() {  # quiet, minus the notes some pip configurations print for every missing local index entry
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   if [ -n "${DYAUG_TORCH:-}" ]; then
-    "${pip[@]}" "$DYAUG_TORCH"
+    pip_install "$DYAUG_TORCH"
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    "${pip[@]}" "torch>=2.2"
+    pip_install "torch>=2.2"
   elif [ -n "${DYAUG_TORCH_INDEX:-}" ]; then
-    "${pip[@]}" "torch==2.13.0" --index-url "$DYAUG_TORCH_INDEX"
+    pip_install "torch==2.13.0" --index-url "$DYAUG_TORCH_INDEX"
   else
-    "${pip[@]}" "torch==2.13.0"
+    pip_install "torch==2.13.0"
   fi
 fi
 
 stamp=.venv/.dyaug-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "${pip[@]}" -e ".[dev]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  pip_install -e ".[dev]"
   touch "$stamp"
 fi
