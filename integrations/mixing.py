@@ -12,7 +12,7 @@ import numbers
 
 from dyaug.data.transitions import Transitions
 
-__all__ = ["check_real_ratio", "check_synthetic", "real_batch_size"]
+__all__ = ["RealRatioMixin", "check_real_ratio", "check_synthetic", "real_batch_size"]
 
 
 def check_real_ratio(real_ratio: float) -> float:
@@ -48,3 +48,18 @@ def check_synthetic(transitions: Transitions, obs_dim: int, act_dim: int) -> Tra
             "synthetic data from this buffer's data."
         )
     return transitions
+
+
+class RealRatioMixin:
+    """A validated ``real_ratio`` property for the buffers: the share of real rows in each batch, in [0, 1]."""
+
+    _real_ratio: float
+
+    @property
+    def real_ratio(self) -> float:
+        """Share of real rows in each batch, in [0, 1]."""
+        return self._real_ratio
+
+    @real_ratio.setter
+    def real_ratio(self, value: float) -> None:
+        self._real_ratio = check_real_ratio(value)

@@ -26,7 +26,7 @@ from d3rlpy.dataset.buffers import BufferProtocol
 from d3rlpy.dataset.trajectory_slicers import TrajectorySlicerProtocol
 from d3rlpy.dataset.transition_pickers import TransitionPickerProtocol
 from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy
-from dyaug.integrations.mixing import check_real_ratio, check_synthetic, real_batch_size
+from dyaug.integrations.mixing import RealRatioMixin, check_real_ratio, check_synthetic, real_batch_size
 
 from dyaug.data.transitions import Transitions
 
@@ -39,7 +39,7 @@ _ONLINE_HINT = (
 )
 
 
-class SyntheticReplayBuffer(ReplayBufferBase):
+class SyntheticReplayBuffer(RealRatioMixin, ReplayBufferBase):
     """A d3rlpy ``ReplayBufferBase`` whose batches hold ``round(real_ratio · B)`` real rows, then synthetic ones.
 
     ``real_ratio=0`` is SynthER's offline mode (real data replaced by synthetic data), ``real_ratio=1`` trains
@@ -132,15 +132,6 @@ class SyntheticReplayBuffer(ReplayBufferBase):
     def real_buffer(self) -> ReplayBufferBase:
         """The wrapped real buffer (never modified)."""
         return self._real_buffer
-
-    @property
-    def real_ratio(self) -> float:
-        """Share of real rows in each batch, in [0, 1]."""
-        return self._real_ratio
-
-    @real_ratio.setter
-    def real_ratio(self, value: float) -> None:
-        self._real_ratio = check_real_ratio(value)
 
     def __len__(self) -> int:
         return len(self._real_rows) + len(self._synthetic_rows)

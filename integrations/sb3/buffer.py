@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch as th
-from dyaug.integrations.mixing import check_real_ratio, check_synthetic, real_batch_size
+from dyaug.integrations.mixing import RealRatioMixin, check_real_ratio, check_synthetic, real_batch_size
 from dyaug.integrations.sb3.convert import transitions_from_sb3
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -25,7 +25,7 @@ __all__ = ["SyntheticReplayBuffer", "scale_sb3_actions"]
 _FIELDS = ("observations", "actions", "next_observations", "dones", "rewards")  # discounts stay None
 
 
-class SyntheticReplayBuffer(ReplayBuffer):
+class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
     """SB3's ``ReplayBuffer`` (it stores the real transitions) plus a synthetic set mixed into ``sample``.
 
     SB3's ``ReplayBuffer`` arguments (``buffer_size`` ... ``handle_timeout_termination``) are unchanged; the
@@ -79,15 +79,6 @@ class SyntheticReplayBuffer(ReplayBuffer):
         self._synthetic: ReplayBufferSamples | None = None
 
     # ------------------------------------------------------------------ synthetic data
-    @property
-    def real_ratio(self) -> float:
-        """Share of real rows in each batch, in [0, 1]."""
-        return self._real_ratio
-
-    @real_ratio.setter
-    def real_ratio(self, value: float) -> None:
-        self._real_ratio = check_real_ratio(value)
-
     @property
     def synthetic_size(self) -> int:
         """Rows in the synthetic set (0 when none is installed)."""
