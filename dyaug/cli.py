@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from typing import Literal, get_args, get_origin, get_type_hints
 
 
 def _demo(args: argparse.Namespace) -> int:
     from dyaug.demo import DemoConfig, run_demo
 
-    run_demo(
-        DemoConfig(
-            env=args.env,
-            level=args.level,
-            budget=args.budget,
-            train_steps=args.train_steps,
-            n_samples=args.samples,
-            seed=args.seed,
-            precision=args.precision,
-            device=args.device,
-        )
-    )
+    run_demo(DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)}))
     return 0
 
 
@@ -77,24 +68,26 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_options(parser: argparse.ArgumentParser, config: type) -> None:
+    """One ``--field-name`` option per field of a config dataclass, with the dataclass's default and type."""
+    hints = get_type_hints(config)
+    for field in dataclasses.fields(config):
+        kind = type(field.default)
+        choices = get_args(hints[field.name]) if get_origin(hints[field.name]) is Literal else None
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", type=kind, default=field.default, choices=choices or None,
+            help=f"default: {field.default}",
+        )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from dyaug.demo import DemoConfig
+
     parser = argparse.ArgumentParser(prog="dyaug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="forge a small dataset, fit a transition diffusion model, check it in MuJoCo")
-    demo.add_argument("--env", default="hopper")
-    demo.add_argument("--level", default="medium-replay")
-    demo.add_argument("--budget", default="tiny", help="forge budget: tiny (default), cpu or d4rl")
-    demo.add_argument("--train-steps", type=int, default=3000)
-    demo.add_argument("--samples", type=int, default=5000)
-    demo.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="network precision (bf16 pays off on GPUs and AMX CPUs)",
-    )
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("--seed", type=int, default=0)
+    _add_config_options(demo, DemoConfig)
     demo.set_defaults(func=_demo)
 
     datasets = sub.add_parser("datasets", help="forge and list local D4RL-style datasets").add_subparsers(

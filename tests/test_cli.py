@@ -41,3 +41,13 @@ def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.C
     assert diffusion.mean_state_error < gauss.mean_state_error
     assert np.isfinite(diffusion.mean_reward_error)
     assert "gaussian fit" in capsys.readouterr().out
+
+
+def test_demo_options_are_the_demo_config_fields() -> None:
+    from dyaug.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--n-samples", "7", "--precision", "bf16"])
+    config = DemoConfig(**{k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__})
+    assert config == DemoConfig(n_samples=7, precision="bf16")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--precision", "fp16"])
