@@ -63,3 +63,44 @@ def matmul_gflops(rows: int, dtype: torch.dtype, device: torch.device, repeats: 
 def flops_per_row(net: nn.Module) -> int:
     """2 FLOP per multiply-add of every Linear layer (activations and norms are not counted)."""
     return sum(2 * m.in_features * m.out_features for m in net.modules() if isinstance(m, nn.Linear))
+
+
+def mean_spread(values: list[float], per_run: bool = False) -> str:
+    """``mean ± std`` (sample standard deviation; ``-`` without values), optionally with the values in brackets."""
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    text = f"{statistics.fmean(values):.1f} ± {spread:.1f}"
+    return text + (" [" + ", ".join(f"{v:.1f}" for v in values) + "]" if per_run else "")
+
+
+def save_bar_chart(path, groups: dict[tuple[str, str], list[float]], ylabel: str, title: str) -> None:
+    """Grouped bars of means with standard-deviation whiskers and the individual runs as dots.
+
+    ``groups`` maps (group, arm) to run values, e.g. ("td3plusbc", "mixed") -> scores per seed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(g for g, _ in groups))
+    arms = list(dict.fromkeys(a for _, a in groups))
+    width = 0.8 / len(arms)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.2))
+    for j, arm in enumerate(arms):
+        for i, name in enumerate(names):
+            values = groups.get((name, arm), [])
+            if not values:
+                continue
+            x = i + (j - (len(arms) - 1) / 2) * width
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.bar(x, statistics.fmean(values), width, yerr=spread, color=f"C{j}", label=arm if i == 0 else None)
+            ax.scatter([x] * len(values), values, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

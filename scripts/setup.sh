@@ -29,6 +29,6 @@ fi
 
 stamp=.venv/.dyaug-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  pip_install -e ".[dev]"
+  pip_install -e ".[dev,bench]"
   touch "$stamp"
 fi
