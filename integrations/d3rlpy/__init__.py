@@ -1,7 +1,18 @@
-"""d3rlpy 2.8 adapters: conversions between :class:`dyaug.data.Transitions` and d3rlpy replay buffers, and a
-replay buffer that mixes synthetic transitions into d3rlpy training."""
+"""d3rlpy 2.8 adapters: conversions between :class:`dyaug.data.Transitions` and d3rlpy replay buffers, a
+replay buffer that mixes synthetic transitions into d3rlpy training, and the diffusion actors Diffusion-QL and SRPO
+as d3rlpy algorithms."""
 
 from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer
 from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy, transitions_to_d3rlpy
+from dyaug.integrations.d3rlpy.diffusion_ql import DiffusionQL, DiffusionQLConfig
+from dyaug.integrations.d3rlpy.srpo import SRPO, SRPOConfig
 
-__all__ = ["SyntheticReplayBuffer", "transitions_from_d3rlpy", "transitions_to_d3rlpy"]
+__all__ = [
+    "SRPO",
+    "DiffusionQL",
+    "DiffusionQLConfig",
+    "SRPOConfig",
+    "SyntheticReplayBuffer",
+    "transitions_from_d3rlpy",
+    "transitions_to_d3rlpy",
+]
