@@ -4,7 +4,8 @@
 """
 
 from dyaug.data import Transitions
+from dyaug.dydiff import DyDiff, DyDiffConfig
 from dyaug.synther import SynthER, SynthERConfig
 
 __version__ = "0.1.0"
-__all__ = ["SynthER", "SynthERConfig", "Transitions", "__version__"]
+__all__ = ["DyDiff", "DyDiffConfig", "SynthER", "SynthERConfig", "Transitions", "__version__"]

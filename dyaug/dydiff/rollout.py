@@ -1,0 +1,224 @@
+"""DyDiff's policy-consistent rollouts (Zhao et al. 2024, arXiv 2405.19189, §5 of the reimplementation notes).
+
+From start states s_0 (B rows), with a policy π, a single-step dynamics model f, a state resampler (the
+trajectory diffusion model), a reward model r̂ and a termination function:
+
+1. initial trajectory: a_t = π(s_t), s_{t+1} = f(s_t, a_t) for t < H − 1, and a_{H−1} = π(s_{H−1});
+2. ``iterations`` times: ŝ ~ DM(s | s_0, a_{0:H−1}); s ← (ŝ + s)/2 when ``average`` (the official code's
+   damped update) else s ← ŝ, s_0 unchanged; a_t ← π(s_t) for every t (one batched call over B·H rows);
+3. r_t = r̂(s_t, a_t) and done_t = term(s_t, a_t, s_{t+1}).
+
+Each trajectory ends at its first predicted terminal. The engine knows the models only through the small
+protocols below, so tests can pass exact fakes and integrations can reuse it. Everything stays on the
+models' device; the only host copy is the final :meth:`Trajectories.to_transitions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dyaug.data.transitions import Transitions
+from dyaug.models import TerminationFn
+
+Policy = Callable[[Tensor], Tensor]
+"""``actions = π(states)``: a batched torch callable, ``(N, obs_dim)`` -> ``(N, act_dim)`` on the same device."""
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """A single-step model ``s' = step(s, a)``, ``(B, obs_dim)`` in raw units, e.g.
+    :class:`~dyaug.models.DynamicsEnsemble`."""
+
+    def step(self, obs: Tensor, act: Tensor, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """``r = f(s, a)``, shape ``(B,)``, raw units (e.g. :class:`~dyaug.models.RewardModel`)."""
+
+    def __call__(self, obs: Tensor, act: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class StateResampler(Protocol):
+    """States ``(B, H, obs_dim)`` given s_0 ``(B, obs_dim)`` and actions ``(B, H, act_dim)``, with row 0 equal
+    to s_0 (e.g. :class:`~dyaug.dydiff.trajectory_model.TrajectoryModel`)."""
+
+    def resample_states(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trajectories:
+    """B generated trajectories on the models' device: ``states (B, H, obs_dim)``, ``actions (B, H, act_dim)``,
+    ``rewards (B, H)`` = r̂(s_t, a_t) and ``dones (B, H − 1)`` bool = term(s_t, a_t, s_{t+1})."""
+
+    states: Tensor
+    actions: Tensor
+    rewards: Tensor
+    dones: Tensor
+
+    def __len__(self) -> int:
+        return int(self.states.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.states.shape[1])
+
+    def last_steps(self) -> Tensor:
+        """``(B,)`` int64: the first t with done_t, or H − 1 for a trajectory that never terminates."""
+        steps = torch.arange(self.horizon - 1, device=self.dones.device)
+        return torch.where(self.dones, steps, self.horizon - 1).amin(dim=1)
+
+    def returns(self) -> Tensor:
+        """Predicted returns R = Σ_{t ≤ T} r̂(s_t, a_t), T = :meth:`last_steps` (float64, (B,)).
+
+        For a trajectory that never terminates this is the official score, a sum over all H steps. The
+        official score also adds the rewards after a predicted terminal; here they do not count (a deviation).
+        """
+        steps = torch.arange(self.horizon, device=self.rewards.device)
+        alive = steps[None, :] <= self.last_steps()[:, None]
+        return (self.rewards.double() * alive).sum(dim=1)
+
+    def select(self, index: Tensor) -> Trajectories:
+        """The trajectories ``index`` (int64 indices)."""
+        return Trajectories(self.states[index], self.actions[index], self.rewards[index], self.dones[index])
+
+    def to_transitions(self) -> Transitions:
+        """Rows ``(s_t, a_t, r_t, s_{t+1}, done_t)`` for t = 0..H − 2, trajectory after trajectory, truncated after
+        the first terminal (which is kept, ``terminals = 1``). A trajectory that never terminates gets
+        ``timeouts = 1`` on its last row (t = H − 2): it ends there without an MDP termination, so a learner
+        bootstraps from its last s' and an episode reader sees where one generated trajectory stops.
+        """
+        b, h = len(self), self.horizon
+        steps = torch.arange(h - 1, device=self.states.device).expand(b, -1)
+        last = self.last_steps()[:, None]
+        terminated = self.dones.any(dim=1, keepdim=True)
+        kept = steps <= last.clamp_max(h - 2)
+        terminal = terminated & (steps == last)
+        timeout = ~terminated & (steps == h - 2)
+        o, a = self.states.shape[2], self.actions.shape[2]
+        rows = torch.cat(
+            [
+                self.states[:, :-1],
+                self.actions[:, :-1],
+                self.rewards[:, :-1, None],
+                self.states[:, 1:],
+                terminal[..., None].float(),
+                timeout[..., None].float(),
+            ],
+            dim=2,
+        )[kept]
+        rows = rows.cpu().numpy()
+        return Transitions(
+            observations=rows[:, :o],
+            actions=rows[:, o : o + a],
+            rewards=rows[:, o + a],
+            next_observations=rows[:, o + a + 1 : 2 * o + a + 1],
+            terminals=rows[:, -2],
+            timeouts=rows[:, -1],
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RolloutEngine:
+    """Generates :class:`Trajectories` of ``horizon`` steps with the procedure of the module docstring.
+
+    ``obs_dim``/``act_dim`` are the sizes every model works with; each model's output is checked (shape, dtype,
+    finiteness) and a bad one raises an error naming the model.
+    """
+
+    dynamics: Dynamics
+    reward: RewardFn
+    termination: TerminationFn
+    resampler: StateResampler
+    horizon: int
+    obs_dim: int
+    act_dim: int
+
+    @torch.no_grad()
+    def run(
+        self,
+        policy: Policy,
+        start_states: Tensor,
+        *,
+        iterations: int,
+        average: bool,
+        generator: torch.Generator | None = None,
+    ) -> Trajectories:
+        """Trajectories from ``start_states`` (B, obs_dim) on the models' device; see the module docstring."""
+        if not callable(policy):
+            raise TypeError(f"policy must be a callable states -> actions, got {type(policy).__name__}.")
+        s0 = self._check_start_states(start_states)
+        b, h = len(s0), self.horizon
+        states, actions = [s0], []
+        for t in range(h - 1):
+            actions.append(self._policy(policy, states[-1]))
+            next_states = self.dynamics.step(states[-1], actions[-1], generator=generator)
+            states.append(self._checked(next_states, (b, self.obs_dim), f"the dynamics model at step {t}"))
+        actions.append(self._policy(policy, states[-1]))
+        states, actions = torch.stack(states, dim=1), torch.stack(actions, dim=1)
+        for m in range(iterations):
+            resampled = self.resampler.resample_states(s0, actions, generator=generator)
+            resampled = self._checked(resampled, states.shape, f"the state resampler in iteration {m}")
+            new = (resampled + states) / 2 if average else resampled
+            states = torch.cat([s0[:, None], new[:, 1:]], dim=1)
+            actions = self._policy(policy, states.reshape(b * h, self.obs_dim)).reshape(b, h, self.act_dim)
+        flat_obs, flat_act = states.reshape(b * h, self.obs_dim), actions.reshape(b * h, self.act_dim)
+        rewards = self._checked(self.reward(flat_obs, flat_act), (b * h,), "the reward model").reshape(b, h)
+        dones = self.termination(
+            states[:, :-1].reshape(-1, self.obs_dim),
+            actions[:, :-1].reshape(-1, self.act_dim),
+            states[:, 1:].reshape(-1, self.obs_dim),
+        )
+        if not isinstance(dones, Tensor) or dones.dtype != torch.bool or dones.shape != (b * (h - 1),):
+            raise ValueError(
+                f"the termination function must return a bool tensor of shape ({b * (h - 1)},), got {_describe(dones)}."
+            )
+        return Trajectories(states, actions, rewards, dones.to(states.device).reshape(b, h - 1))
+
+    def _check_start_states(self, start_states: Tensor) -> Tensor:
+        if not isinstance(start_states, Tensor) or not start_states.is_floating_point():
+            raise TypeError(f"start_states must be a floating-point tensor, got {_describe(start_states)}.")
+        if start_states.ndim != 2 or start_states.shape[1] != self.obs_dim or len(start_states) == 0:
+            raise ValueError(
+                f"start_states must have shape (B, {self.obs_dim}) with B >= 1 (one observation of the fitted "
+                f"data's size per row), got {tuple(start_states.shape)}."
+            )
+        if not torch.isfinite(start_states).all():
+            raise ValueError("start_states contain NaN or Inf; pass finite observations.")
+        return start_states.float()
+
+    def _policy(self, policy: Policy, states: Tensor) -> Tensor:
+        actions = policy(states)
+        if not isinstance(actions, Tensor) or not actions.is_floating_point():
+            raise TypeError(
+                f"the policy must return a floating-point torch tensor of actions, got {_describe(actions)}; "
+                "DyDiff calls it with a (N, obs_dim) tensor on the generator's device."
+            )
+        return self._checked(actions, (len(states), self.act_dim), "the policy", device=states.device)
+
+    @staticmethod
+    def _checked(
+        x: Tensor, shape: tuple[int, ...] | torch.Size, who: str, device: torch.device | None = None
+    ) -> Tensor:
+        if not isinstance(x, Tensor) or x.shape != tuple(shape):
+            raise ValueError(f"{who} must return a tensor of shape {tuple(shape)}, got {_describe(x)}.")
+        if device is not None and x.device != device:
+            raise ValueError(f"{who} returned a tensor on {x.device} for inputs on {device}; keep it on {device}.")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{who} returned NaN or Inf values; check it on the states it was given.")
+        return x.float()
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
+    if isinstance(x, np.ndarray):
+        return f"a numpy array of shape {x.shape} (convert it with torch.as_tensor(..., device=states.device))"
+    return type(x).__name__

@@ -1,0 +1,136 @@
+"""DyDiff's trajectory diffusion model: EDM over windows ``[s_t, a_t]_{t<H}``, conditioned on s_0 and all actions.
+
+Zhao et al. (2024), DyDiff (arXiv 2405.19189), §2-3 of the reimplementation notes. Training overwrites the noisy
+input's s_0 and actions with their clean values, x̃ = where(given, y, y + σn), and regresses the full clean y
+(EDM loss, Karras et al. 2022, arXiv 2206.00364, Eq. 2 and 8). Sampling writes s_0 and the actions back
+after every change of x, churn noise included (:class:`~dyaug.diffusion.Condition`), so the model supplies
+the states only. (The official sampler does not write them back after adding the churn noise, so its network
+sees perturbed conditions at churned steps; its outputs are overwritten either way.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dyaug.data.normalizers import MinMaxNormalizer
+from dyaug.data.transitions import Transitions
+from dyaug.diffusion.conditioning import Condition
+from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
+from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.training import train
+from dyaug.dydiff.config import DyDiffConfig
+from dyaug.dydiff.windows import WindowIndex
+
+
+def given_mask(horizon: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> Tensor:
+    """``(1, H, obs_dim + act_dim)`` bool: True on s_0 (row 0, state columns) and on every action column."""
+    mask = torch.zeros(1, horizon, obs_dim + act_dim, dtype=torch.bool, device=device)
+    mask[:, 0, :obs_dim] = True
+    mask[:, :, obs_dim:] = True
+    return mask
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrajectoryModel:
+    """A trained trajectory model: the (EMA) network F, the min-max normalizer of rows ``[s, a]`` to [-1, 1]
+    (x̃ = 2 (x − min)/(max − min) − 1 per column, statistics of all training rows) and the sampling settings.
+    """
+
+    network: nn.Module
+    normalizer: MinMaxNormalizer
+    obs_dim: int
+    act_dim: int
+    config: DyDiffConfig
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def schedule(self) -> EDMSchedule:
+        return self.config.schedule()
+
+    @property
+    def sampler(self) -> HeunSampler:
+        return self.config.sampler()
+
+    def condition(self, s0: Tensor, actions: Tensor) -> Condition:
+        """The normalised values of s_0 ``(B, obs_dim)`` and of the actions ``(B, H, act_dim)``, raw units."""
+        states = s0[:, None, :].expand(-1, self.horizon, -1)
+        values = self.normalizer.normalize(torch.cat([states, actions], dim=-1))
+        return Condition(given_mask(self.horizon, self.obs_dim, self.act_dim, s0.device), values)
+
+    @torch.no_grad()
+    def sample(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Normalised windows ``(B, H, obs_dim + act_dim)`` drawn given s_0 and the actions (raw units), in
+        batches of ``config.sample_batch_size``; their s_0 and action entries equal the condition's exactly."""
+        denoiser = EDMDenoiser(self.network, self.schedule, precision=self.config.sample_precision)
+        size = self.config.sample_batch_size
+        parts = []
+        for start in range(0, len(s0), size):
+            condition = self.condition(s0[start : start + size], actions[start : start + size])
+            shape = condition.values.shape
+            parts.append(
+                self.sampler.sample(
+                    denoiser, self.schedule, shape, condition=condition, generator=generator, device=s0.device
+                )
+            )
+        return torch.cat(parts)
+
+    def resample_states(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """States ``(B, H, obs_dim)`` in raw units given s_0 ``(B, obs_dim)`` and actions ``(B, H, act_dim)``.
+
+        Generated states are clamped to [-1, 1] in normalised space, i.e. to the training data's range per
+        dimension, as the official un-normalisation does; row 0 is s_0 itself (bit for bit).
+        """
+        x = self.sample(s0, actions, generator=generator)
+        x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
+        states = self.normalizer.unnormalize(x)[..., : self.obs_dim]
+        return torch.cat([s0[:, None, :], states[:, 1:]], dim=1)
+
+
+def fit_trajectory_model(
+    transitions: Transitions,
+    config: DyDiffConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> tuple[TrajectoryModel, list[float]]:
+    """Train the trajectory model on the windows of ``transitions`` (see :class:`~dyaug.dydiff.windows.WindowIndex`);
+    returns the model (EMA weights) and the training losses per log window.
+
+    The loss is ``edm_loss`` with ``given`` = s_0 and the actions (:func:`given_mask`) and ``loss_mask`` = the
+    real steps of each window. :func:`~dyaug.diffusion.training.train` draws its batches from the window
+    descriptors, which the loss gathers into windows.
+    """
+    obs_dim, act_dim = transitions.obs_dim, transitions.act_dim
+    rows = np.concatenate([transitions.observations, transitions.actions], axis=1)
+    normalizer = MinMaxNormalizer.fit(rows)
+    index = WindowIndex.of(transitions, config.horizon)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        network = config.network(obs_dim + act_dim).to(device)
+    denoiser = EDMDenoiser(network, config.schedule(), precision=config.train_precision)
+    data = torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=device)
+    given = given_mask(config.horizon, obs_dim, act_dim, device)
+
+    def loss_fn(descriptors: Tensor) -> Tensor:
+        windows, valid = index.gather(data, descriptors)
+        return edm_loss(denoiser, windows, given=given, loss_mask=valid)
+
+    result = train(
+        loss_fn,
+        network,
+        index.descriptors(device),
+        config.train_config(),
+        seed=seed,
+        progress=progress,
+        desc="DyDiff trajectory model",
+    )
+    ema_network = result.ema.module if result.ema is not None else network.eval().requires_grad_(False)
+    return TrajectoryModel(ema_network, normalizer, obs_dim, act_dim, config), list(result.losses)
