@@ -41,14 +41,17 @@ MAIN_FILE, DYNAMICS_FILE, REWARD_FILE, TERMINATION_FILE = (
 )
 
 
-def write_directory(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_directory(
+    path: str | Path, write: Callable[[Path], None], marker: str = MAIN_FILE, kind: str = "DyDiff"
+) -> Path:
     """Run ``write(directory)`` on a fresh hidden directory and move it to ``path`` (see the module docstring).
 
-    Refuses (``ValueError``) to replace an existing ``path`` that is not a DyDiff checkpoint directory.
+    Refuses (``ValueError``) to replace an existing ``path`` that is not a ``kind`` checkpoint directory, i.e. one
+    without the file ``marker`` (default: a DyDiff checkpoint's main file).
     """
     path = Path(path)
-    if path.exists() and not (path.is_dir() and (path / MAIN_FILE).is_file()):
-        raise ValueError(f"{path} exists and is not a DyDiff checkpoint directory; choose another path.")
+    if path.exists() and not (path.is_dir() and (path / marker).is_file()):
+        raise ValueError(f"{path} exists and is not a {kind} checkpoint directory; choose another path.")
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         write(staging)

@@ -68,18 +68,28 @@ class TrajectoryModel:
     def sample(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Normalised windows ``(B, H, obs_dim + act_dim)`` drawn given s_0 and the actions (raw units), in
         batches of ``config.sample_batch_size``; their s_0 and action entries equal the condition's exactly."""
+        condition = self.condition(s0, actions)
+        return self._sample(condition.mask.expand_as(condition.values), condition.values, generator)
+
+    def _sample(self, mask: Tensor, values: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Normalised windows with the entries ``mask`` (shaped like ``values``) held at ``values``."""
         denoiser = EDMDenoiser(self.network, self.schedule, precision=self.config.sample_precision)
         size = self.config.sample_batch_size
         parts = []
-        for start in range(0, len(s0), size):
-            condition = self.condition(s0[start : start + size], actions[start : start + size])
+        for start in range(0, len(values), size):
+            condition = Condition(mask[start : start + size], values[start : start + size])
             shape = condition.values.shape
             parts.append(
                 self.sampler.sample(
-                    denoiser, self.schedule, shape, condition=condition, generator=generator, device=s0.device
+                    denoiser, self.schedule, shape, condition=condition, generator=generator, device=values.device
                 )
             )
         return torch.cat(parts)
+
+    def _raw_states(self, x: Tensor) -> Tensor:
+        """The states of normalised windows in raw units, clamped to [-1, 1] in normalised space first."""
+        x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
+        return self.normalizer.unnormalize(x)[..., : self.obs_dim]
 
     def resample_states(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """States ``(B, H, obs_dim)`` in raw units given s_0 ``(B, obs_dim)`` and actions ``(B, H, act_dim)``.
@@ -87,10 +97,31 @@ class TrajectoryModel:
         Generated states are clamped to [-1, 1] in normalised space, i.e. to the training data's range per
         dimension, as the official un-normalisation does; row 0 is s_0 itself (bit for bit).
         """
-        x = self.sample(s0, actions, generator=generator)
-        x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
-        states = self.normalizer.unnormalize(x)[..., : self.obs_dim]
+        states = self._raw_states(self.sample(s0, actions, generator=generator))
         return torch.cat([s0[:, None, :], states[:, 1:]], dim=1)
+
+    @torch.no_grad()
+    def inpaint_states(self, windows: Tensor, known: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """States ``(B, H, obs_dim)`` in raw units of windows drawn with the entries ``known`` (bool, shaped like
+        ``windows``) held at the raw values of ``windows`` ``(B, H, obs_dim + act_dim)``; the other entries'
+        values are ignored.
+
+        Replacement inpainting (:class:`~dyaug.diffusion.Condition`): it samples the model's conditional exactly
+        where ``known`` is what the model was trained with given (s_0 and every action, :func:`given_mask`) and
+        approximately otherwise. Known states are returned bit for bit; generated states are clamped to the
+        training data's range as in :meth:`resample_states`.
+        """
+        if windows.ndim != 3 or windows.shape[1:] != (self.horizon, self.obs_dim + self.act_dim):
+            raise ValueError(
+                f"windows must have shape (B, {self.horizon}, {self.obs_dim + self.act_dim}) (horizon, obs_dim + "
+                f"act_dim), got {tuple(windows.shape)}."
+            )
+        if known.dtype != torch.bool or known.shape != windows.shape:
+            raise ValueError(
+                f"known must be a bool tensor shaped like windows, got {known.dtype} {tuple(known.shape)}."
+            )
+        states = self._raw_states(self._sample(known, self.normalizer.normalize(windows), generator))
+        return torch.where(known[..., : self.obs_dim], windows[..., : self.obs_dim], states)
 
 
 def fit_trajectory_model(

@@ -1,0 +1,204 @@
+"""``LearnedModels``: what an environment served by learned models runs on, bundled with the task's spaces."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from dyaug.device import resolve_device
+from dyaug.dydiff.rollout import Dynamics, RewardFn
+from dyaug.dydiff.trajectory_model import TrajectoryModel
+from dyaug.envs.spaces import check_box, checked_states
+from dyaug.models import TerminationFn, termination_rule
+
+if TYPE_CHECKING:
+    from dyaug.dydiff.generator import DyDiff
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LearnedModels:
+    """The learned MDP of one task: ``s' = dynamics.step(s, a)``, ``r = reward(s, a)``,
+    ``terminated = termination(s, a, s')``, optionally DyDiff's ``trajectory_model`` (for ``mode="diffusion"``),
+    and what an environment needs besides: the observation and action spaces, the states ``reset`` may start
+    from, the environment id and its episode length.
+
+    >>> models = LearnedModels.from_dydiff(DyDiff("cpu").fit(dataset), "Hopper-v5", start_states=obs)
+    >>> models.save("hopper-models"); models = LearnedModels.load("hopper-models")   # no simulator needed
+
+    Any models following the protocols work (:class:`~dyaug.dydiff.Dynamics`, :class:`~dyaug.dydiff.RewardFn`,
+    :class:`~dyaug.models.TerminationFn`); a model with ``obs_dim``/``act_dim`` attributes is checked against the
+    spaces. Only dyaug's own models can be saved. ``start_states`` is copied to a read-only float32 array.
+    """
+
+    dynamics: Dynamics
+    reward: RewardFn
+    termination: TerminationFn
+    observation_space: spaces.Box
+    action_space: spaces.Box
+    trajectory_model: TrajectoryModel | None = None
+    start_states: np.ndarray | None = None
+    env_id: str | None = None
+    max_episode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_box("observation_space", self.observation_space)
+        check_box("action_space", self.action_space)
+        for name in ("dynamics", "reward", "termination", "trajectory_model"):
+            _check_sizes(name, getattr(self, name), self.obs_dim, self.act_dim)
+        if self.start_states is not None:
+            states = checked_states("start_states", self.start_states, self.obs_dim)
+            states.flags.writeable = False
+            object.__setattr__(self, "start_states", states)
+        steps = self.max_episode_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {steps!r}.")
+        if self.trajectory_model is not None:
+            network_device = next(self.trajectory_model.network.parameters()).device
+            if network_device != self.device:
+                raise ValueError(
+                    f"the trajectory model is on {network_device} but the dynamics model on {self.device}; "
+                    "load both on one device."
+                )
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observation_space.shape[0])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        """The dynamics model's ``device`` attribute (the CPU for a model without one): where every step runs."""
+        return torch.device(getattr(self.dynamics, "device", "cpu"))
+
+    def check_spaces(self, env: gym.Env) -> None:
+        """``ValueError`` unless ``env`` has Box spaces of the models' observation and action sizes."""
+        for name, theirs, ours in (
+            ("observation", env.observation_space, self.observation_space),
+            ("action", env.action_space, self.action_space),
+        ):
+            check_box(f"the environment's {name}_space", theirs)
+            if theirs.shape != ours.shape:
+                raise ValueError(
+                    f"the models were fitted for {name}s of shape {ours.shape} but the environment "
+                    f"{env.spec.id if env.spec else env!r} has {name}s of shape {theirs.shape}; pass models fitted "
+                    "on data of this environment."
+                )
+
+    def __repr__(self) -> str:
+        starts = "none" if self.start_states is None else len(self.start_states)
+        return (
+            f"LearnedModels(env_id={self.env_id!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
+            f"diffusion={self.trajectory_model is not None}, start_states={starts}, device={str(self.device)!r})"
+        )
+
+    @classmethod
+    def for_env(
+        cls,
+        env: gym.Env | str,
+        *,
+        dynamics: Dynamics,
+        reward: RewardFn,
+        termination: TerminationFn | None = None,
+        trajectory_model: TrajectoryModel | None = None,
+        start_states: Any = None,
+    ) -> LearnedModels:
+        """Models with the spaces, id and episode length of ``env``: an environment, or an id made once with
+        ``gymnasium.make`` to read them. ``termination``: the known rule of the id when ``None``
+        (:func:`~dyaug.models.termination_rule`; ``ValueError`` for an id without one).
+
+        >>> LearnedModels.for_env("Hopper-v5", dynamics=DynamicsEnsemble.load(p), reward=RewardModel.load(q))
+        """
+        spaces_of = _spaces_of(env)
+        if termination is None:
+            termination = termination_rule(spaces_of["env_id"]) if spaces_of["env_id"] is not None else None
+            if termination is None:
+                raise ValueError(
+                    f"no known termination rule for {spaces_of['env_id']!r}; pass termination=... (a "
+                    "TerminalClassifier, dyaug.models.never_terminates, or a TerminationFn of your own)."
+                )
+        return cls(
+            dynamics=dynamics,
+            reward=reward,
+            termination=termination,
+            trajectory_model=trajectory_model,
+            start_states=start_states,
+            **spaces_of,
+        )
+
+    @classmethod
+    def from_dydiff(
+        cls, generator: DyDiff, env: gym.Env | str | None = None, *, start_states: Any = None
+    ) -> LearnedModels:
+        """The fitted models of a :class:`~dyaug.DyDiff` generator (shared, not copied), its termination
+        included, with the spaces of ``env`` (see :meth:`for_env`); ``None``: the environment id of the
+        generator's training data (a Minari dataset records it), ``ValueError`` when it records none.
+        """
+        fitted = generator.model
+        if env is None:
+            env = fitted.training_data.get("env_id")
+            if env is None:
+                raise ValueError(
+                    "the generator's training data records no environment; pass env= (an environment or its id) "
+                    "to give the observation and action spaces."
+                )
+        return cls.for_env(
+            env,
+            dynamics=fitted.dynamics,
+            reward=fitted.reward,
+            termination=fitted.termination,
+            trajectory_model=fitted.trajectory_model,
+            start_states=start_states,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory (see :mod:`dyaug.envs.checkpoint`): the models, the spaces, the start
+        states, the environment id and episode length. ``TypeError`` for models that are not dyaug's."""
+        from dyaug.envs.checkpoint import save_learned_models
+
+        return save_learned_models(path, self)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto") -> LearnedModels:
+        """Models written by :meth:`save`, on ``device``; the real environment is not needed."""
+        from dyaug.envs.checkpoint import load_learned_models
+
+        return load_learned_models(path, resolve_device(device))
+
+
+def _spaces_of(env: gym.Env | str) -> dict[str, Any]:
+    """``observation_space``, ``action_space``, ``env_id`` and ``max_episode_steps`` of an environment or id."""
+    if isinstance(env, str):
+        made = gym.make(env)
+        try:
+            return _spaces_of(made)
+        finally:
+            made.close()
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"env must be a gymnasium.Env, an environment id or None, got {type(env).__name__}.")
+    spec = env.spec
+    return {
+        "observation_space": env.observation_space,
+        "action_space": env.action_space,
+        "env_id": None if spec is None else spec.id,
+        "max_episode_steps": None if spec is None else spec.max_episode_steps,
+    }
+
+
+def _check_sizes(name: str, model: object, obs_dim: int, act_dim: int) -> None:
+    """A model that states its sizes (``obs_dim``/``act_dim`` attributes) must match the spaces'."""
+    for attribute, expected in (("obs_dim", obs_dim), ("act_dim", act_dim)):
+        size = getattr(model, attribute, None)
+        if size is not None and size != expected:
+            raise ValueError(
+                f"the {name} model was fitted with {attribute}={size} but the spaces give {attribute}={expected}; "
+                "pass models fitted on data of this environment."
+            )
