@@ -1,13 +1,17 @@
-"""What the benchmark scripts share: where they ran, and how they time things."""
+"""What the benchmark scripts share: where they ran, how they time things, how they evaluate offline-RL policies and
+plot results."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,8 +44,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after one untimed warm-up run."""
+def timings(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` runs of ``fn``, after one untimed warm-up run."""
     fn()
     synchronize(device)
     times = []
@@ -50,7 +54,12 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int)
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs, after one untimed warm-up run."""
+    return statistics.median(timings(fn, device, repeats))
 
 
 def matmul_gflops(rows: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
@@ -74,10 +83,13 @@ def mean_spread(values: list[float], per_run: bool = False) -> str:
     return text + (" [" + ", ".join(f"{v:.1f}" for v in values) + "]" if per_run else "")
 
 
-def save_bar_chart(path, groups: dict[tuple[str, str], list[float]], ylabel: str, title: str) -> None:
+def save_bar_chart(
+    path, groups: dict[tuple[str, str], list[float]], ylabel: str, title: str, log_scale: bool = False
+) -> None:
     """Grouped bars of means with standard-deviation whiskers and the individual runs as dots.
 
-    ``groups`` maps (group, arm) to run values, e.g. ("td3plusbc", "mixed") -> scores per seed.
+    ``groups`` maps (group, arm) to run values, e.g. ("td3plusbc", "mixed") -> scores per seed. ``log_scale``: a
+    logarithmic y axis (for values spanning decades, such as throughputs).
     """
     import matplotlib
 
@@ -98,9 +110,81 @@ def save_bar_chart(path, groups: dict[tuple[str, str], list[float]], ylabel: str
             ax.bar(x, statistics.fmean(values), width, yerr=spread, color=f"C{j}", label=arm if i == 0 else None)
             ax.scatter([x] * len(values), values, color="black", s=8, zorder=3)
     ax.set_xticks(range(len(names)), names)
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- offline RL
+def quiet_d3rlpy() -> None:
+    """Silence d3rlpy's per-epoch info logs (warnings still show)."""
+    import structlog
+
+    logging.disable(logging.WARNING)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def d3rlpy_baseline(name: str, seed: int, device: str = "cpu") -> Any:
+    """d3rlpy's reproduction settings for D4RL locomotion (``reproductions/offline/{td3_plus_bc,iql}.py``):
+    ``"td3plusbc"`` or ``"iql"``, observations standardised, seeded with ``d3rlpy.seed(seed)``."""
+    import d3rlpy
+
+    d3rlpy.seed(seed)
+    scaler = d3rlpy.preprocessing.StandardObservationScaler()
+    if name == "td3plusbc":
+        return d3rlpy.algos.TD3PlusBCConfig(
+            actor_learning_rate=3e-4,
+            critic_learning_rate=3e-4,
+            batch_size=256,
+            target_smoothing_sigma=0.2,
+            target_smoothing_clip=0.5,
+            alpha=2.5,
+            update_actor_interval=2,
+            observation_scaler=scaler,
+        ).create(device=device)
+    if name == "iql":
+        return d3rlpy.algos.IQLConfig(
+            actor_learning_rate=3e-4,
+            critic_learning_rate=3e-4,
+            batch_size=256,
+            weight_temp=3.0,
+            max_weight=100.0,
+            expectile=0.7,
+            observation_scaler=scaler,
+            reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
+        ).create(device=device)
+    raise ValueError(f"unknown baseline {name!r}; choose td3plusbc or iql.")
+
+
+def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
+    """Undiscounted returns of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
+    d3rlpy algorithm's ``predict``) over ``episodes`` episodes of ``env_id``, reset seeds ``10_000 * seed +
+    episode``, so every policy evaluated with the same ``seed`` meets the same start states."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=10_000 * seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs[None].astype(np.float32))[0])
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def normalized_scores(env: str, returns: list[float]) -> list[float]:
+    """D4RL-normalised scores 100 (R - R_random) / (R_expert - R_random) with the forge catalog's reference
+    returns of ``env`` (a short name such as ``"hopper"`` or a Gymnasium id)."""
+    from dyaug.datasets.catalog import resolve_env
+
+    ref = resolve_env(env)
+    return [100 * (r - ref.ref_min_score) / (ref.ref_max_score - ref.ref_min_score) for r in returns]

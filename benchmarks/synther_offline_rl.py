@@ -25,69 +25,29 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
-import d3rlpy
-import gymnasium as gym
 import numpy as np
-import structlog
 import torch
-from common import machine, mean_spread, save_bar_chart
+from common import (
+    d3rlpy_baseline,
+    evaluate_returns,
+    machine,
+    mean_spread,
+    normalized_scores,
+    quiet_d3rlpy,
+    save_bar_chart,
+)
 from d3rlpy.logging import NoopAdapterFactory
 from dyaug.integrations.d3rlpy import SyntheticReplayBuffer, transitions_to_d3rlpy
 
 import dyaug.datasets
 from dyaug import SynthER, Transitions
-from dyaug.datasets.catalog import parse_dataset_id, resolve_env
+from dyaug.datasets.catalog import parse_dataset_id
 
 MODES = {"real": None, "synthetic": 0.0, "mixed": 0.5}  # real_ratio of the SyntheticReplayBuffer
-
-
-def make_algo(name: str, seed: int) -> d3rlpy.algos.QLearningAlgoBase:
-    """d3rlpy's reproduction settings for D4RL locomotion (``reproductions/offline/{td3_plus_bc,iql}.py``)."""
-    d3rlpy.seed(seed)
-    scaler = d3rlpy.preprocessing.StandardObservationScaler()
-    if name == "td3plusbc":
-        return d3rlpy.algos.TD3PlusBCConfig(
-            actor_learning_rate=3e-4,
-            critic_learning_rate=3e-4,
-            batch_size=256,
-            target_smoothing_sigma=0.2,
-            target_smoothing_clip=0.5,
-            alpha=2.5,
-            update_actor_interval=2,
-            observation_scaler=scaler,
-        ).create(device="cpu")
-    if name == "iql":
-        return d3rlpy.algos.IQLConfig(
-            actor_learning_rate=3e-4,
-            critic_learning_rate=3e-4,
-            batch_size=256,
-            weight_temp=3.0,
-            max_weight=100.0,
-            expectile=0.7,
-            observation_scaler=scaler,
-            reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
-        ).create(device="cpu")
-    raise ValueError(f"unknown algorithm {name!r}; choose td3plusbc or iql.")
-
-
-def evaluate(algo: d3rlpy.algos.QLearningAlgoBase, env_id: str, episodes: int, seed: int) -> list[float]:
-    env = gym.make(env_id)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=10_000 * seed + episode)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(algo.predict(obs[None].astype(np.float32))[0])
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
 
 
 def synthetic_for_seed(real: Transitions, args: argparse.Namespace, seed: int) -> tuple[Transitions, dict]:
@@ -110,7 +70,7 @@ def run_one(algo_name: str, mode: str, seed: int, real: Transitions, synthetic: 
     real_buffer = transitions_to_d3rlpy(real)
     ratio = MODES[mode]
     buffer = real_buffer if ratio is None else SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=ratio)
-    algo = make_algo(algo_name, seed)
+    algo = d3rlpy_baseline(algo_name, seed)
     start = time.perf_counter()
     algo.fit(
         buffer,
@@ -121,9 +81,8 @@ def run_one(algo_name: str, mode: str, seed: int, real: Transitions, synthetic: 
         save_interval=10**9,
     )
     train_s = time.perf_counter() - start
-    returns = evaluate(algo, args.env_id, args.episodes, seed)
-    fenv = resolve_env(args.env_short)
-    scores = [100 * (r - fenv.ref_min_score) / (fenv.ref_max_score - fenv.ref_min_score) for r in returns]
+    returns = evaluate_returns(algo.predict, args.env_id, args.episodes, seed)
+    scores = normalized_scores(args.env_short, returns)
     return {
         "algo": algo_name,
         "mode": mode,
@@ -160,8 +119,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    logging.disable(logging.WARNING)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    quiet_d3rlpy()
     args.out.mkdir(parents=True, exist_ok=True)
     dataset = dyaug.datasets.load(args.dataset)
     args.env_id = dataset.env_spec.id
