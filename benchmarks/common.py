@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: where they ran, how they time things, how they evaluate offline-RL policies and
-plot results."""
+"""What the benchmark scripts share: where they ran, how they time things, how they train and evaluate policies,
+how they report and plot results."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 
@@ -72,6 +75,28 @@ def matmul_gflops(rows: int, dtype: torch.dtype, device: torch.device, repeats: 
 def flops_per_row(net: nn.Module) -> int:
     """2 FLOP per multiply-add of every Linear layer (activations and norms are not counted)."""
     return sum(2 * m.in_features * m.out_features for m in net.modules() if isinstance(m, nn.Linear))
+
+
+class Report:
+    """Markdown lines, printed as they come and saved at the end."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def save(self, path: Path) -> None:
+        path.write_text("\n".join(self.lines) + "\n")
+
+
+def mean_median(values: np.ndarray) -> str:
+    """``mean / median (n)`` of the compared (non-NaN) values; ``-`` when there are none."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return "-"
+    return f"{values.mean():.3f} / {np.median(values):.3f} ({len(values)})"
 
 
 def mean_spread(values: list[float], per_run: bool = False) -> str:
@@ -161,24 +186,67 @@ def d3rlpy_baseline(name: str, seed: int, device: str = "cpu") -> Any:
     raise ValueError(f"unknown baseline {name!r}; choose td3plusbc or iql.")
 
 
-def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
-    """Undiscounted returns of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
-    d3rlpy algorithm's ``predict``) over ``episodes`` episodes of ``env_id``, reset seeds ``10_000 * seed +
-    episode``, so every policy evaluated with the same ``seed`` meets the same start states."""
-    import gymnasium as gym
+def fit_offline(algo: Any, dataset: Any, n_steps: int) -> float:
+    """Train a d3rlpy algorithm (or anything with d3rlpy's ``fit``) for ``n_steps`` gradient steps in one epoch,
+    without progress bar, logs or checkpoints; returns the wall seconds."""
+    from d3rlpy.logging import NoopAdapterFactory
 
-    env = gym.make(env_id)
+    start = time.perf_counter()
+    algo.fit(
+        dataset,
+        n_steps=n_steps,
+        n_steps_per_epoch=n_steps,
+        show_progress=False,
+        logger_adapter=NoopAdapterFactory(),
+        save_interval=10**9,
+    )
+    return time.perf_counter() - start
+
+
+def episode_returns(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> list[float]:
+    """Undiscounted returns of ``act`` (an observation -> an action) over ``episodes`` episodes of ``env``, reset
+    seeds ``10_000 * seed + episode``, so every policy evaluated with the same ``seed`` meets the same start states."""
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=10_000 * seed + episode)
         done, total = False, 0.0
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs[None].astype(np.float32))[0])
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
+    return returns
+
+
+def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
+    """:func:`episode_returns` of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
+    d3rlpy algorithm's ``predict``) in a fresh ``env_id`` environment."""
+    env = gym.make(env_id)
+    returns = episode_returns(env, lambda obs: act(obs[None].astype(np.float32))[0], episodes, seed)
     env.close()
     return returns
+
+
+class Evaluate(BaseCallback):
+    """SB3 callback: every ``every`` steps, the mean return of the model's deterministic actor over ``episodes``
+    episodes of a separate ``env_id`` environment (:func:`episode_returns`), appended to ``curve`` as (step, mean)."""
+
+    def __init__(self, env_id: str, every: int, episodes: int, seed: int) -> None:
+        super().__init__()
+        self.every, self.episodes, self.seed = every, episodes, seed
+        self.env = gym.make(env_id)
+        self.curve: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            self.curve.append((self.num_timesteps, self.mean_return()))
+        return True
+
+    def mean_return(self) -> float:
+        def act(obs: np.ndarray) -> np.ndarray:
+            return self.model.predict(obs, deterministic=True)[0]
+
+        return float(np.mean(episode_returns(self.env, act, self.episodes, self.seed)))
 
 
 def normalized_scores(env: str, returns: list[float]) -> list[float]:
@@ -188,3 +256,39 @@ def normalized_scores(env: str, returns: list[float]) -> list[float]:
 
     ref = resolve_env(env)
     return [100 * (r - ref.ref_min_score) / (ref.ref_max_score - ref.ref_min_score) for r in returns]
+
+
+# ------------------------------------------------------------------------------------------- forge policies
+def forge_sac_policy(
+    dataset_name: str, checkpoint: str, device: torch.device
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """The forge's deterministic SAC actor of forged dataset ``dataset_name``'s run (``checkpoint``: ``"medium"``,
+    the one that collected ``medium``, or ``"expert"``, the best), π(s) = low + (tanh μ(s) + 1)(high − low)/2 as a
+    batched torch callable on raw observations on ``device``, and a description. The forge's SAC run cache supplies
+    it (a missing cache retrains SAC)."""
+    from dyaug.integrations.sb3.teacher import build_actor
+
+    from dyaug.datasets.catalog import BUDGETS, parse_dataset_id, resolve_env
+    from dyaug.datasets.forge import sac_run, select_checkpoints
+
+    env, _, budget, seed = parse_dataset_id(dataset_name)
+    fenv, plan = resolve_env(env), BUDGETS[budget]
+    medium, expert = select_checkpoints(sac_run(fenv, plan, seed), plan.medium_fraction)
+    chosen = {"medium": medium, "expert": expert}[checkpoint]
+    actor = build_actor(fenv.env_id, chosen.state).to(device)
+    real = gym.make(fenv.env_id)
+    space = real.action_space
+    real.close()
+    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def policy(states: torch.Tensor) -> torch.Tensor:
+        mean, _, _ = actor.get_action_dist_params(states)
+        return low + 0.5 * (torch.tanh(mean) + 1.0) * (high - low)
+
+    description = (
+        f"deterministic SAC actor of step {chosen.step} ({checkpoint} checkpoint, evaluated return "
+        f"{chosen.mean_return:.1f}) of the forge's {fenv.short} run, seed {seed}, budget `{budget}`"
+    )
+    return policy, description

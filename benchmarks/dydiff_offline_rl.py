@@ -43,13 +43,13 @@ import torch
 from common import (
     d3rlpy_baseline,
     evaluate_returns,
+    fit_offline,
     machine,
     mean_spread,
     normalized_scores,
     quiet_d3rlpy,
     save_bar_chart,
 )
-from d3rlpy.logging import NoopAdapterFactory
 from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
 import dyaug.datasets
@@ -58,7 +58,6 @@ from dyaug.datasets.catalog import parse_dataset_id
 from dyaug.dydiff.phases import resolve_phase_settings
 
 ARMS = ("base", "synther", "dydiff")
-QUIET_FIT = {"show_progress": False, "logger_adapter": NoopAdapterFactory(), "save_interval": 10**9}
 
 
 class Generators:
@@ -118,9 +117,7 @@ def run_one(algo_name: str, arm: str, seed: int, real: Transitions, generators: 
         real_buffer = SyntheticReplayBuffer(real_buffer, generators.synthetic(), real_ratio=args.real_ratio)
     else:
         learner = algo
-    start = time.perf_counter()
-    learner.fit(real_buffer, args.steps, args.steps, **QUIET_FIT)
-    train_s = time.perf_counter() - start
+    train_s = fit_offline(learner, real_buffer, args.steps)
     returns = evaluate_returns(algo.predict, args.env_id, args.episodes, seed)
     record = {
         "dataset": args.dataset,

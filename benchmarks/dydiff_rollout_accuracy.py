@@ -57,16 +57,13 @@ import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
-from common import machine
+from common import Report, forge_sac_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions
-from dyaug.datasets.catalog import BUDGETS, parse_dataset_id, resolve_env
-from dyaug.datasets.forge import sac_run, select_checkpoints
 from dyaug.device import resolve_device
 from dyaug.dydiff import Policy, Trajectories
 from dyaug.metrics import (
@@ -103,34 +100,6 @@ class ArmResult:
     local: np.ndarray  # (B, H) one-step simulator error of ŝ_t from (ŝ_{t−1}, a_{t−1}), NaN at t = 0 / not compared
     consistency: np.ndarray  # (rows,) ‖a − π(s)‖ on the rollout's stored transitions
     seconds: float
-
-
-# ------------------------------------------------------------------------------------------------ policy
-def sac_policy(dataset_name: str, checkpoint: str, device: torch.device) -> tuple[Policy, str]:
-    """The forge's deterministic SAC actor of ``dataset_name``'s run, on ``device``, and a description."""
-    from dyaug.integrations.sb3.teacher import build_actor
-
-    env, _, budget, seed = parse_dataset_id(dataset_name)
-    fenv, plan = resolve_env(env), BUDGETS[budget]
-    medium, expert = select_checkpoints(sac_run(fenv, plan, seed), plan.medium_fraction)
-    chosen = {"medium": medium, "expert": expert}[checkpoint]
-    actor = build_actor(fenv.env_id, chosen.state).to(device)
-    env = gym.make(fenv.env_id)
-    space = env.action_space
-    env.close()
-    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-
-    @torch.no_grad()
-    def policy(states: torch.Tensor) -> torch.Tensor:
-        mean, _, _ = actor.get_action_dist_params(states)
-        return low + 0.5 * (torch.tanh(mean) + 1.0) * (high - low)
-
-    description = (
-        f"deterministic SAC actor of step {chosen.step} ({checkpoint} checkpoint, evaluated return "
-        f"{chosen.mean_return:.1f}) of the forge's {fenv.short} run, seed {seed}, budget `{budget}`"
-    )
-    return policy, description
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -238,28 +207,6 @@ def compared_ratio(model: np.ndarray, baseline: np.ndarray, t: int) -> tuple[flo
 
 
 # ----------------------------------------------------------------------------------------------- report
-class Report:
-    """Markdown lines, printed as they come and saved at the end."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.append(text)
-
-    def save(self, path: Path) -> None:
-        path.write_text("\n".join(self.lines) + "\n")
-
-
-def cell(values: np.ndarray) -> str:
-    """``mean / median (n)`` of the compared (non-NaN) values."""
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return "-"
-    return f"{values.mean():.3f} / {np.median(values):.3f} ({len(values)})"
-
-
 def error_table(
     report: Report, title: str, results: list[ArmResult], field: str, steps: list[int], alive: np.ndarray
 ) -> None:
@@ -267,7 +214,7 @@ def error_table(
     report("| t | simulator alive | " + " | ".join(r.arm.name for r in results) + " |")
     report("|---:|---:|" + "---:|" * len(results))
     for t in steps:
-        cells = " | ".join(cell(getattr(r, field)[:, t]) for r in results)
+        cells = " | ".join(mean_median(getattr(r, field)[:, t]) for r in results)
         report(f"| {t} | {int(alive[:, t].sum())} | {cells} |")
     report()
 
@@ -364,7 +311,7 @@ def main() -> None:
     dataset = dyaug.datasets.load(args.dataset)
     env_id = dataset.env_spec.id
     train, test = split_episodes(Transitions.from_minari(dataset), args.held_out, args.seed)
-    policy, policy_text = sac_policy(dataset.id, args.policy, args.device)
+    policy, policy_text = forge_sac_policy(dataset.id, args.policy, args.device)
     gen, gen_text = dydiff_generator(args, train, env_id, dataset.id)
     horizon = gen.config.horizon
     iterations = args.iterations if args.iterations is not None else [gen.config.iterations]

@@ -35,40 +35,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import machine, mean_spread
+from common import Evaluate, Report, machine, mean_spread
 from envs_state_error import forged, learned_models
 from stable_baselines3 import SAC
-from stable_baselines3.common.callbacks import BaseCallback
 
 from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 from dyaug.envs import LearnedDynamicsWrapper, LearnedModels
-
-
-class Evaluate(BaseCallback):
-    """Mean real return of the deterministic actor every ``every`` steps (and at the end)."""
-
-    def __init__(self, env_id: str, every: int, episodes: int, seed: int) -> None:
-        super().__init__()
-        self.every, self.episodes, self.seed = every, episodes, seed
-        self.env = gym.make(env_id)
-        self.curve: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.every == 0:
-            self.curve.append((self.num_timesteps, self.mean_return()))
-        return True
-
-    def mean_return(self) -> float:
-        returns = []
-        for episode in range(self.episodes):
-            obs, _ = self.env.reset(seed=10_000 * self.seed + episode)
-            done, total = False, 0.0
-            while not done:
-                action, _ = self.model.predict(obs, deterministic=True)
-                obs, reward, terminated, truncated, _ = self.env.step(action)
-                total, done = total + float(reward), terminated or truncated
-            returns.append(total)
-        return float(np.mean(returns))
 
 
 def run_arm(arm: str, seed: int, models: LearnedModels | None, env_id: str, args: argparse.Namespace) -> dict:
@@ -120,11 +92,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    started, lines = datetime.datetime.now().isoformat(timespec="seconds"), []
-
-    def report(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    started, report = datetime.datetime.now().isoformat(timespec="seconds"), Report()
 
     data, env_id, name = forged(args.dataset)
     args.real_steps = args.real_steps or len(data)
@@ -175,7 +143,7 @@ def main() -> None:
             f"{mean_spread([normalised(f) for f in finals])} | {mean_spread(best)} | "
             f"{np.mean([r['seconds'] for r in runs]):.0f} |"
         )
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    report.save(args.out / "report.md")
 
 
 if __name__ == "__main__":

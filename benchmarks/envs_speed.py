@@ -31,7 +31,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import machine, synchronize
+from common import Report, machine, synchronize
 from envs_state_error import forged, learned_models
 
 from dyaug.device import resolve_device
@@ -101,11 +101,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    started, lines = datetime.datetime.now().isoformat(timespec="seconds"), []
-
-    def report(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    started, report = datetime.datetime.now().isoformat(timespec="seconds"), Report()
 
     data, env_id, name = forged(args.dataset)
     if args.models is not None:
@@ -138,7 +134,7 @@ def main() -> None:
     for mode in args.modes:
         for batch in args.batches:
             row(f"LearnedDynamicsVectorEnv `{mode}`", batch, learned(models, mode, batch, actions, args.seconds))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    report.save(args.out / "report.md")
 
 
 if __name__ == "__main__":

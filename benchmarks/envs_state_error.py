@@ -33,18 +33,16 @@ import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
-from common import machine
+from common import Report, forge_sac_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
 from dyaug import DyDiff, Transitions
-from dyaug.datasets.catalog import BUDGETS, dataset_id, parse_dataset_id, resolve_env
-from dyaug.datasets.forge import sac_run, select_checkpoints
+from dyaug.datasets.catalog import dataset_id, parse_dataset_id, resolve_env
 from dyaug.device import resolve_device
-from dyaug.dydiff import PRESETS, Policy
+from dyaug.dydiff import PRESETS
 from dyaug.envs import LearnedDynamicsVectorEnv, LearnedModels
 from dyaug.metrics import SimulatedRollouts, simulate_policy
 from dyaug.models import DynamicsEnsemble, RewardModel, never_terminates
@@ -94,27 +92,6 @@ def learned_models(
     return models, f"fitted in {time.perf_counter() - start:.0f} s, saved to `{path}`"
 
 
-def sac_policy(name: str, checkpoint: str, device: torch.device) -> tuple[Policy, str]:
-    """The forge's deterministic SAC actor (``"medium"`` or ``"expert"`` checkpoint) of dataset ``name``'s run:
-    π(s) = low + (tanh μ(s) + 1)(high − low)/2 as a batched torch callable on ``device``, and a description."""
-    from dyaug.integrations.sb3.teacher import build_actor
-
-    env, _, budget, seed = parse_dataset_id(name)
-    fenv, plan = resolve_env(env), BUDGETS[budget]
-    medium, expert = select_checkpoints(sac_run(fenv, plan, seed), plan.medium_fraction)
-    chosen = {"medium": medium, "expert": expert}[checkpoint]
-    actor = build_actor(fenv.env_id, chosen.state).to(device)
-    space = gym.make(fenv.env_id).action_space
-    low, high = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in (space.low, space.high))
-
-    @torch.no_grad()
-    def policy(states: torch.Tensor) -> torch.Tensor:
-        mean, _, _ = actor.get_action_dist_params(states)
-        return low + 0.5 * (torch.tanh(mean) + 1.0) * (high - low)
-
-    return policy, f"SAC step {chosen.step} ({checkpoint}, evaluated return {chosen.mean_return:.0f}), budget {budget}"
-
-
 # ------------------------------------------------------------------------------------------ measurements
 def open_loop(models: LearnedModels, mode: str, starts: np.ndarray, actions: np.ndarray, seed: int) -> np.ndarray:
     """Observations ``(B, K + 1, obs_dim)`` of the models from ``starts`` under ``actions`` (B, K, act_dim), all
@@ -146,11 +123,6 @@ def one_step_errors(models: LearnedModels, mode: str, truth: SimulatedRollouts, 
 
 
 # ------------------------------------------------------------------------------------------------ report
-def cell(values: np.ndarray) -> str:
-    values = values[~np.isnan(values)]
-    return "-" if len(values) == 0 else f"{values.mean():.3f} / {np.median(values):.3f} ({len(values)})"
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="hopper/expert", help="a forged dataset")
@@ -176,11 +148,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    started, lines = datetime.datetime.now().isoformat(timespec="seconds"), []
-
-    def report(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    started, report = datetime.datetime.now().isoformat(timespec="seconds"), Report()
 
     data, env_id, name = forged(args.dataset)
     train, held_out = split_episodes(data, args.held_out, args.seed)
@@ -189,7 +157,7 @@ def main() -> None:
     )
     episodes = held_out.episode_slices()[: args.starts]
     starts = np.array(held_out.observations[[s.start for s in episodes]])
-    policy, policy_text = sac_policy(name, args.policy, args.device)
+    policy, policy_text = forge_sac_policy(name, args.policy, args.device)
     k_max = max(args.k)
     truth = simulate_policy(env_id, starts, policy, k_max + 1, device=args.device)
     actions = truth.actions.astype(np.float32)
@@ -216,13 +184,15 @@ def main() -> None:
     report("\n**State error ‖ŝ − s‖₂** (mean / median (starts compared)):\n")
     report("| step | simulator alive | " + " | ".join(f"{m} MDP | {m} all" for m in MODES) + " |")
     report("|---|---:|" + "---:|" * 2 * len(MODES))
-    one_step = " | ".join(f"{cell(errors[f'{m} one-step'])} | -" for m in MODES)
+    one_step = " | ".join(f"{mean_median(errors[f'{m} one-step'])} | -" for m in MODES)
     report(f"| one step from every simulator state | {int(truth.reached[:, 1:].sum())} | {one_step} |")
     for k in sorted(args.k):
-        cells = " | ".join(f"{cell(errors[f'{m} mdp'][:, k])} | {cell(errors[f'{m} all'][:, k])}" for m in MODES)
+        cells = " | ".join(
+            f"{mean_median(errors[f'{m} mdp'][:, k])} | {mean_median(errors[f'{m} all'][:, k])}" for m in MODES
+        )
         report(f"| k = {k} (open loop) | {int(truth.reached[:, k].sum())} | {cells} |")
     np.savez(args.out / "errors.npz", **{k.replace(" ", "_"): v for k, v in errors.items()})
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    report.save(args.out / "report.md")
 
 
 if __name__ == "__main__":

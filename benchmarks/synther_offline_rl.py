@@ -34,13 +34,13 @@ import torch
 from common import (
     d3rlpy_baseline,
     evaluate_returns,
+    fit_offline,
     machine,
     mean_spread,
     normalized_scores,
     quiet_d3rlpy,
     save_bar_chart,
 )
-from d3rlpy.logging import NoopAdapterFactory
 from dyaug.integrations.d3rlpy import SyntheticReplayBuffer, transitions_to_d3rlpy
 
 import dyaug.datasets
@@ -71,16 +71,7 @@ def run_one(algo_name: str, mode: str, seed: int, real: Transitions, synthetic: 
     ratio = MODES[mode]
     buffer = real_buffer if ratio is None else SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=ratio)
     algo = d3rlpy_baseline(algo_name, seed)
-    start = time.perf_counter()
-    algo.fit(
-        buffer,
-        n_steps=args.steps,
-        n_steps_per_epoch=args.steps,
-        show_progress=False,
-        logger_adapter=NoopAdapterFactory(),
-        save_interval=10**9,
-    )
-    train_s = time.perf_counter() - start
+    train_s = fit_offline(algo, buffer, args.steps)
     returns = evaluate_returns(algo.predict, args.env_id, args.episodes, seed)
     scores = normalized_scores(args.env_short, returns)
     return {

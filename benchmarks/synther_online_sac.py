@@ -30,7 +30,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import machine, mean_spread
+from common import Evaluate, machine, mean_spread
 from dyaug.integrations.sb3 import SynthERCallback, SyntheticReplayBuffer
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -38,36 +38,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 ENV_ID = "Hopper-v5"
 
 
-class Evaluate(BaseCallback):
-    """Mean return of the deterministic actor every ``every`` steps, on a separate, seeded environment."""
-
-    def __init__(self, every: int, episodes: int, seed: int) -> None:
-        super().__init__()
-        self.every, self.episodes, self.seed = every, episodes, seed
-        self.curve: list[tuple[int, float]] = []
-        self.env = gym.make(ENV_ID)
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.every == 0:
-            self.curve.append((self.num_timesteps, self.mean_return()))
-        return True
-
-    def mean_return(self) -> float:
-        returns = []
-        for episode in range(self.episodes):
-            obs, _ = self.env.reset(seed=10_000 * self.seed + episode)
-            done, total = False, 0.0
-            while not done:
-                action, _ = self.model.predict(obs, deterministic=True)
-                obs, reward, terminated, truncated, _ = self.env.step(action)
-                total, done = total + float(reward), terminated or truncated
-            returns.append(total)
-        return float(np.mean(returns))
-
-
 def run_arm(arm: str, seed: int, args: argparse.Namespace) -> dict:
     env = gym.make(ENV_ID)
-    evaluate = Evaluate(args.eval_every, args.eval_episodes, seed)
+    evaluate = Evaluate(ENV_ID, args.eval_every, args.eval_episodes, seed)
     callbacks: list[BaseCallback] = [evaluate]
     kwargs: dict = {"gradient_steps": 1 if arm == "sac" else args.utd}
     if arm.startswith("sac+synther"):

@@ -9,22 +9,22 @@ conditioned on s_0 and the actions by replacement, a Gaussian dynamics ensemble 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, get_args
+from typing import Any
 
 from dyaug.device import Precision
-from dyaug.diffusion.edm import EDMSchedule
 from dyaug.diffusion.networks import TemporalUNet1d
 from dyaug.diffusion.networks.temporal_unet import GROUPS
-from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
+from dyaug.presets import preset_config
 
 _MODEL_CONFIGS = {"dynamics": EnsembleConfig, "reward": RewardConfig, "terminal": TerminalConfig}
 
 
 @dataclasses.dataclass(frozen=True)
-class DyDiffConfig:
+class DyDiffConfig(EDMHeunSettings):
     """Every setting of a DyDiff generator.
 
     Trajectory model: EDM denoiser D(x; σ) = c_skip x + c_out F(c_in x, ¼ ln σ) with σ_data = ``sigma_data`` over
@@ -113,11 +113,7 @@ class DyDiffConfig:
             )
         if not isinstance(self.average, bool):
             raise TypeError(f"DyDiffConfig.average must be True or False, got {self.average!r}.")
-        for name in ("train_precision", "sample_precision"):
-            if getattr(self, name) not in get_args(Precision):
-                raise ValueError(
-                    f"DyDiffConfig.{name} must be one of {get_args(Precision)}, got {getattr(self, name)!r}."
-                )
+        self.check_precisions()
         # Build every part once so a bad value fails here, with the part's own message, not in fit().
         self.schedule()
         self.sampler()
@@ -130,16 +126,6 @@ class DyDiffConfig:
     def divisor(self) -> int:
         """What ``horizon`` must be a multiple of: 2^(len(dim_mults) − 1)."""
         return 2 ** (len(self.dim_mults) - 1)
-
-    def schedule(self) -> EDMSchedule:
-        """EDM noise schedule with σ_data = ``sigma_data`` (EDM's σ_min, σ_max, ρ, P_mean, P_std)."""
-        return EDMSchedule(sigma_data=self.sigma_data)
-
-    def sampler(self) -> HeunSampler:
-        """The Heun sampler these settings describe."""
-        return HeunSampler(
-            n_steps=self.sampler_steps, churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise
-        )
 
     def network(self, transition_dim: int) -> TemporalUNet1d:
         """A freshly initialised F for rows ``[s, a]`` of size ``transition_dim`` (from the global torch RNG)."""
@@ -245,12 +231,4 @@ def resolve_config(preset: str, overrides: dict[str, Any]) -> DyDiffConfig:
 
     Raises ``ValueError`` for an unknown preset and ``TypeError`` for an override that is not a field.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown DyDiff preset {preset!r}; choose one of {sorted(PRESETS)}.")
-    fields = {f.name for f in dataclasses.fields(DyDiffConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(
-            f"DyDiff got unknown settings {unknown}; the settings are the fields of DyDiffConfig: {sorted(fields)}."
-        )
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return preset_config("DyDiff", DyDiffConfig, PRESETS, preset, overrides)

@@ -14,7 +14,7 @@ from dyaug.envs.config import LearnedEnvConfig
 from dyaug.envs.models import LearnedModels
 from dyaug.envs.spaces import checked_actions, checked_states
 from dyaug.envs.stepping import LearnedMDP
-from dyaug.envs.wrapper import has_simulator, to_host
+from dyaug.envs.wrapper import resolve_env_config, to_host
 
 
 class LearnedDynamicsVectorEnv(VectorEnv):
@@ -57,18 +57,12 @@ class LearnedDynamicsVectorEnv(VectorEnv):
             raise TypeError(f"models must be a dyaug.envs.LearnedModels, got {type(models).__name__}.")
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
-        if env is not None:
-            models.check_spaces(env)
-        self.config = LearnedEnvConfig(mode, reset_from, penalty, max_episode_steps).resolved(
-            has_simulator=env is not None and has_simulator(env),
-            spec_steps=None if env is None or env.spec is None else env.spec.max_episode_steps,
-            model_steps=models.max_episode_steps,
+        self.config = resolve_env_config(
+            models,
+            env,
+            LearnedEnvConfig(mode, reset_from, penalty, max_episode_steps),
+            alternative=", or env=... with reset_from='env'",
         )
-        if self.config.reset_from == "dataset" and models.start_states is None:
-            raise ValueError(
-                "reset_from='dataset' needs LearnedModels.start_states (e.g. the dataset's observations); "
-                "pass start_states=... when building the models, or env=... with reset_from='env'."
-            )
         self.models, self.env, self.num_envs = models, env, num_envs
         self.metadata = {"render_modes": []}
         self.single_observation_space = models.observation_space

@@ -60,6 +60,27 @@ def has_simulator(env: gym.Env) -> bool:
     return not isinstance(env.unwrapped, SimulatorStub)
 
 
+def resolve_env_config(
+    models: LearnedModels, env: gym.Env | None, config: LearnedEnvConfig, alternative: str = ""
+) -> LearnedEnvConfig:
+    """``config`` resolved for ``models`` served beside the real ``env`` (``None``: without one), after checking
+    that ``env``'s spaces are the models' (see :meth:`LearnedEnvConfig.resolved`). ``ValueError`` when episodes
+    start from dataset states but ``models`` has none; ``alternative`` ends that error's advice."""
+    if env is not None:
+        models.check_spaces(env)
+    resolved = config.resolved(
+        has_simulator=env is not None and has_simulator(env),
+        spec_steps=None if env is None or env.spec is None else env.spec.max_episode_steps,
+        model_steps=models.max_episode_steps,
+    )
+    if resolved.reset_from == "dataset" and models.start_states is None:
+        raise ValueError(
+            "reset_from='dataset' needs LearnedModels.start_states (e.g. the dataset's observations); "
+            f"pass start_states=... when building the models{alternative}."
+        )
+    return resolved
+
+
 class LearnedDynamicsWrapper(gym.Wrapper):
     """A ``gymnasium.Wrapper`` around the real environment whose ``step`` is served by learned models.
 
@@ -100,17 +121,7 @@ class LearnedDynamicsWrapper(gym.Wrapper):
         if not isinstance(models, LearnedModels):
             raise TypeError(f"models must be a dyaug.envs.LearnedModels, got {type(models).__name__}.")
         super().__init__(env)
-        models.check_spaces(env)
-        self.config = LearnedEnvConfig(mode, reset_from, penalty, max_episode_steps).resolved(
-            has_simulator=has_simulator(env),
-            spec_steps=None if env.spec is None else env.spec.max_episode_steps,
-            model_steps=models.max_episode_steps,
-        )
-        if self.config.reset_from == "dataset" and models.start_states is None:
-            raise ValueError(
-                "reset_from='dataset' needs LearnedModels.start_states (e.g. the dataset's observations); "
-                "pass start_states=... when building the models."
-            )
+        self.config = resolve_env_config(models, env, LearnedEnvConfig(mode, reset_from, penalty, max_episode_steps))
         self.models = models
         self._mdp = LearnedMDP(models, self.config, batch_size=1)
         self._generator = torch.Generator(models.device)

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from dyaug.data.coerce import to_transitions
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.device import resolve_device
-from dyaug.diffusion.checkpoint import load_model, save_model
+from dyaug.diffusion.checkpoint import ModelCheckpoint
 from dyaug.models.batches import as_rows, same_batch
+from dyaug.models.checkpoint import load_fitted, save_fitted, target_meta, target_normalizer
 from dyaug.models.config import EnsembleConfig
 from dyaug.models.fitting import FitRecord, Seeds, fit_members, holdout_data, seeded_module
 from dyaug.models.networks import EnsembleMLP
@@ -204,30 +205,28 @@ class DynamicsEnsemble:
     # --------------------------------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> Path:
         """One atomic safetensors file (no pickle): weights, config, normalizers, hold-out errors, fit record."""
-        return save_model(
-            path,
-            CHECKPOINT_KIND,
-            modules={"network": self.network},
-            config=self.config.to_dict(),
-            normalizer=self.input_normalizer,
-            target_shift=self.target_normalizer.shift.tolist(),
-            target_scale=self.target_normalizer.scale.tolist(),
-            holdout_mse=self.holdout_mse.tolist(),
-            fit_record=self.fit_record.to_dict(),
+        return save_fitted(
+            path, CHECKPOINT_KIND, self, **target_meta(self.target_normalizer), holdout_mse=self.holdout_mse.tolist()
         )
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DynamicsEnsemble:
         """An ensemble written by :meth:`save`, on ``device``; ``ValueError`` for a checkpoint of another kind."""
-        device = resolve_device(device)
-        checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
-        meta, config = checkpoint.meta, EnsembleConfig(**checkpoint.config)
-        target = ZScoreNormalizer(np.asarray(meta["target_shift"]), np.asarray(meta["target_scale"]))
-        obs_dim = target.dim
-        network = seeded_module(lambda: _network(config, obs_dim, checkpoint.normalizer.dim - obs_dim), 0, device)
-        network.load_state_dict(checkpoint.states["network"])
-        record = FitRecord.from_dict(meta["fit_record"])
-        return cls(network, checkpoint.normalizer, target, config, np.asarray(meta["holdout_mse"]), record)
+
+        def network(config: EnsembleConfig, checkpoint: ModelCheckpoint) -> GaussianEnsemble:
+            obs_dim = len(checkpoint.meta["target_shift"])
+            return _network(config, obs_dim, checkpoint.normalizer.dim - obs_dim)
+
+        loaded = load_fitted(path, CHECKPOINT_KIND, EnsembleConfig, network, device)
+        meta = loaded.meta
+        return cls(
+            loaded.network,
+            loaded.input_normalizer,
+            target_normalizer(meta),
+            loaded.config,
+            np.asarray(meta["holdout_mse"]),
+            loaded.fit_record,
+        )
 
 
 def _network(config: EnsembleConfig, obs_dim: int, act_dim: int) -> GaussianEnsemble:

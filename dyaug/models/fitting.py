@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.models.config import FitSettings
+from dyaug.models.networks import EnsembleMLP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +217,38 @@ def fit_members(
         holdout_error=tuple(float(e) for e in best),
         train_losses=tuple(train_losses),
         holdout_curve=tuple(holdout_curve),
+    )
+
+
+def single_mlp(settings: FitSettings, in_dim: int) -> EnsembleMLP:
+    """One ReLU MLP ``in_dim -> [width] * depth -> 1`` (a one-member :class:`EnsembleMLP`)."""
+    return EnsembleMLP(1, in_dim, 1, settings.width, settings.depth, "relu")
+
+
+def fit_single(
+    network: EnsembleMLP,
+    error_fn: Callable[[Tensor, Tensor], Tensor],
+    data: HoldoutData,
+    settings: FitSettings,
+    *,
+    seed: int,
+    progress: bool,
+    desc: str,
+) -> FitRecord:
+    """:func:`fit_members` for one network (one member, no bootstrap) trained on the mean of ``error_fn``, the
+    error it is also stopped by, with the settings' per-layer weight decay."""
+    return fit_members(
+        network,
+        lambda x, y: error_fn(x, y).mean(),
+        error_fn,
+        data,
+        settings,
+        network.parameter_groups(settings.layer_weight_decay()),
+        members=1,
+        bootstrap=False,
+        seed=seed,
+        progress=progress,
+        desc=desc,
     )
 
 

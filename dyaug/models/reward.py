@@ -16,10 +16,10 @@ from torch import Tensor
 from dyaug.data.coerce import to_transitions
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.device import resolve_device
-from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.models.batches import as_rows, same_batch
+from dyaug.models.checkpoint import load_fitted, save_fitted, saved_single_mlp, target_meta, target_normalizer
 from dyaug.models.config import RewardConfig
-from dyaug.models.fitting import FitRecord, Seeds, fit_members, holdout_data, seeded_module
+from dyaug.models.fitting import FitRecord, Seeds, fit_single, holdout_data, seeded_module, single_mlp
 from dyaug.models.networks import EnsembleMLP
 
 CHECKPOINT_KIND = "reward_model"
@@ -78,24 +78,12 @@ class RewardModel:
         t = to_transitions(data)
         inputs = np.concatenate([t.observations, t.actions], axis=1)
         rows = holdout_data(inputs, t.rewards[:, None], config, seeds.split, device, normalize_targets=True)
-        network = seeded_module(lambda: _network(config, inputs.shape[1]), seeds.init, device)
+        network = seeded_module(lambda: single_mlp(config, inputs.shape[1]), seeds.init, device)
 
         def error_fn(x: Tensor, y: Tensor) -> Tensor:
             return (network(x) - y).square().mean(dim=(1, 2))
 
-        record = fit_members(
-            network,
-            lambda x, y: error_fn(x, y).mean(),
-            error_fn,
-            rows,
-            config,
-            network.parameter_groups(config.layer_weight_decay()),
-            members=1,
-            bootstrap=False,
-            seed=seeds.batches,
-            progress=progress,
-            desc="reward model",
-        )
+        record = fit_single(network, error_fn, rows, config, seed=seeds.batches, progress=progress, desc="reward model")
         return cls(network, rows.input_normalizer, rows.target_normalizer, t.obs_dim, config, record)
 
     @torch.no_grad()
@@ -109,30 +97,18 @@ class RewardModel:
 
     def save(self, path: str | Path) -> Path:
         """One atomic safetensors file (no pickle): weights, config, normalizers, fit record."""
-        return save_model(
-            path,
-            CHECKPOINT_KIND,
-            modules={"network": self.network},
-            config=self.config.to_dict(),
-            normalizer=self.input_normalizer,
-            obs_dim=self.obs_dim,
-            target_shift=self.target_normalizer.shift.tolist(),
-            target_scale=self.target_normalizer.scale.tolist(),
-            fit_record=self.fit_record.to_dict(),
-        )
+        return save_fitted(path, CHECKPOINT_KIND, self, obs_dim=self.obs_dim, **target_meta(self.target_normalizer))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
         """A reward model written by :meth:`save`, on ``device``; ``ValueError`` for a checkpoint of another kind."""
-        device = resolve_device(device)
-        checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
-        meta, config = checkpoint.meta, RewardConfig(**checkpoint.config)
-        network = seeded_module(lambda: _network(config, checkpoint.normalizer.dim), 0, device)
-        network.load_state_dict(checkpoint.states["network"])
-        target = ZScoreNormalizer(np.asarray(meta["target_shift"]), np.asarray(meta["target_scale"]))
-        record = FitRecord.from_dict(meta["fit_record"])
-        return cls(network, checkpoint.normalizer, target, meta["obs_dim"], config, record)
-
-
-def _network(config: RewardConfig, in_dim: int) -> EnsembleMLP:
-    return EnsembleMLP(1, in_dim, 1, config.width, config.depth, "relu")
+        loaded = load_fitted(path, CHECKPOINT_KIND, RewardConfig, saved_single_mlp, device)
+        meta = loaded.meta
+        return cls(
+            loaded.network,
+            loaded.input_normalizer,
+            target_normalizer(meta),
+            meta["obs_dim"],
+            loaded.config,
+            loaded.fit_record,
+        )

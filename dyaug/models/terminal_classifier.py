@@ -17,10 +17,10 @@ from torch import Tensor
 from dyaug.data.coerce import to_transitions
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.device import resolve_device
-from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.models.batches import as_rows, same_batch
+from dyaug.models.checkpoint import load_fitted, save_fitted, saved_single_mlp
 from dyaug.models.config import TerminalConfig
-from dyaug.models.fitting import FitRecord, Seeds, fit_members, holdout_data, seeded_module
+from dyaug.models.fitting import FitRecord, Seeds, fit_single, holdout_data, seeded_module, single_mlp
 from dyaug.models.networks import EnsembleMLP
 
 CHECKPOINT_KIND = "terminal_classifier"
@@ -96,24 +96,14 @@ class TerminalClassifier:
                 "terminates, use dyaug.models.never_terminates."
             )
         pos_weight = torch.tensor(n_negative / n_positive, device=device)
-        network = seeded_module(lambda: _network(config, inputs.shape[1]), seeds.init, device)
+        network = seeded_module(lambda: single_mlp(config, inputs.shape[1]), seeds.init, device)
 
         def error_fn(x: Tensor, y: Tensor) -> Tensor:
             loss = F.binary_cross_entropy_with_logits(network(x), y, pos_weight=pos_weight, reduction="none")
             return loss.mean(dim=(1, 2))
 
-        record = fit_members(
-            network,
-            lambda x, y: error_fn(x, y).mean(),
-            error_fn,
-            rows,
-            config,
-            network.parameter_groups(config.layer_weight_decay()),
-            members=1,
-            bootstrap=False,
-            seed=seeds.batches,
-            progress=progress,
-            desc="terminal classifier",
+        record = fit_single(
+            network, error_fn, rows, config, seed=seeds.batches, progress=progress, desc="terminal classifier"
         )
         return cls(network, rows.input_normalizer, t.obs_dim, float(pos_weight), config, record)
 
@@ -135,28 +125,18 @@ class TerminalClassifier:
 
     def save(self, path: str | Path) -> Path:
         """One atomic safetensors file (no pickle): weights, config, input normalizer, class weight, fit record."""
-        return save_model(
-            path,
-            CHECKPOINT_KIND,
-            modules={"network": self.network},
-            config=self.config.to_dict(),
-            normalizer=self.input_normalizer,
-            obs_dim=self.obs_dim,
-            pos_weight=self.pos_weight,
-            fit_record=self.fit_record.to_dict(),
-        )
+        return save_fitted(path, CHECKPOINT_KIND, self, obs_dim=self.obs_dim, pos_weight=self.pos_weight)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TerminalClassifier:
         """A classifier written by :meth:`save`, on ``device``; ``ValueError`` for a checkpoint of another kind."""
-        device = resolve_device(device)
-        checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
-        meta, config = checkpoint.meta, TerminalConfig(**checkpoint.config)
-        network = seeded_module(lambda: _network(config, checkpoint.normalizer.dim), 0, device)
-        network.load_state_dict(checkpoint.states["network"])
-        record = FitRecord.from_dict(meta["fit_record"])
-        return cls(network, checkpoint.normalizer, meta["obs_dim"], meta["pos_weight"], config, record)
-
-
-def _network(config: TerminalConfig, in_dim: int) -> EnsembleMLP:
-    return EnsembleMLP(1, in_dim, 1, config.width, config.depth, "relu")
+        loaded = load_fitted(path, CHECKPOINT_KIND, TerminalConfig, saved_single_mlp, device)
+        meta = loaded.meta
+        return cls(
+            loaded.network,
+            loaded.input_normalizer,
+            meta["obs_dim"],
+            meta["pos_weight"],
+            loaded.config,
+            loaded.fit_record,
+        )

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, get_args
+from typing import Any
 
 from dyaug.device import Precision
-from dyaug.diffusion.edm import EDMSchedule
 from dyaug.diffusion.networks import ResidualMLP
-from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
+from dyaug.presets import preset_config
 
 
 @dataclasses.dataclass(frozen=True)
-class SynthERConfig:
+class SynthERConfig(EDMHeunSettings):
     """Every setting of a SynthER generator (Lu et al. 2023, arXiv 2303.06614).
 
     Model: EDM denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, ¼ ln σ) with σ_data = ``sigma_data``
@@ -74,25 +74,11 @@ class SynthERConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SynthERConfig.{name} must be an integer >= 1, got {value!r}.")
-        for name in ("train_precision", "sample_precision"):
-            if getattr(self, name) not in get_args(Precision):
-                raise ValueError(
-                    f"SynthERConfig.{name} must be one of {get_args(Precision)}, got {getattr(self, name)!r}."
-                )
+        self.check_precisions()
         # Build every part once so a bad value fails here, with the part's own message, not in fit().
         self.schedule()
         self.sampler()
         self.train_config(n_transitions=0)
-
-    def schedule(self) -> EDMSchedule:
-        """EDM noise schedule with σ_data = ``sigma_data`` (EDM's σ_min, σ_max, ρ, P_mean, P_std)."""
-        return EDMSchedule(sigma_data=self.sigma_data)
-
-    def sampler(self) -> HeunSampler:
-        """The Heun sampler these settings describe."""
-        return HeunSampler(
-            n_steps=self.sampler_steps, churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise
-        )
 
     def network(self, dim: int) -> ResidualMLP:
         """A freshly initialised F for rows of size ``dim`` (initialised from the global torch RNG)."""
@@ -151,12 +137,4 @@ def resolve_config(preset: str, overrides: dict[str, Any]) -> SynthERConfig:
 
     Raises ``ValueError`` for an unknown preset and ``TypeError`` for an override that is not a field.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown SynthER preset {preset!r}; choose one of {sorted(PRESETS)}.")
-    fields = {f.name for f in dataclasses.fields(SynthERConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(
-            f"SynthER got unknown settings {unknown}; the settings are the fields of SynthERConfig: {sorted(fields)}."
-        )
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return preset_config("SynthER", SynthERConfig, PRESETS, preset, overrides)

@@ -1,5 +1,6 @@
 """What the d3rlpy bindings of dyaug's diffusion actors (Diffusion-QL, SRPO) share: config fields, input checks,
-optimizers with gradient clipping and a cosine decay, batch conversion and one-time registration.
+optimizers with gradient clipping and a cosine decay, batch conversion, one-time registration, and the parts of
+the algorithm and implementation classes that both answer the same way.
 
 The algorithms' maths lives in :mod:`dyaug.actors`; this module only binds it to d3rlpy 2.8.
 """
@@ -14,6 +15,7 @@ import gym.spaces
 import gymnasium.spaces
 import numpy as np
 import torch
+from d3rlpy.algos.qlearning.base import QLearningAlgoBase, QLearningAlgoImplBase
 from d3rlpy.base import LearnableConfig, register_learnable
 from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import ReplayBufferBase
@@ -36,6 +38,7 @@ from dyaug.actors.batch import TransitionBatch
 from dyaug.actors.presets import resolve_settings
 
 ConfigT = TypeVar("ConfigT", bound=LearnableConfig)
+ImplT = TypeVar("ImplT", bound=QLearningAlgoImplBase)
 
 REWARD_SCALERS: dict[str, Callable[[], RewardScaler | None]] = {
     "raw": lambda: None,
@@ -264,3 +267,31 @@ def transition_batch(batch: TorchMiniBatch, gamma: float) -> TransitionBatch:
         terminals=batch.terminals.reshape(-1),
         discounts=gamma ** batch.intervals.reshape(-1),
     )
+
+
+class ActorCriticImpl(QLearningAlgoImplBase):
+    """An implementation whose modules hold the twin critic ``q_funcs`` and the actor's optimizer ``actor_optim``:
+    ``predict_value`` is min(Q1, Q2) of that critic, d3rlpy's ``policy_optim`` that optimizer."""
+
+    def inner_predict_value(self, x: Tensor, action: Tensor) -> Tensor:
+        return self._modules.q_funcs.min(x, action)
+
+    @property
+    def policy_optim(self) -> torch.optim.Optimizer:
+        return self._modules.actor_optim.optim
+
+
+class ContinuousActorAlgo(QLearningAlgoBase[ImplT, ConfigT]):
+    """A d3rlpy algorithm for continuous actions that checks a dataset or environment before building on it
+    (:func:`check_dataset_layout`, :func:`check_env`)."""
+
+    def get_action_type(self) -> ActionSpace:
+        return ActionSpace.CONTINUOUS
+
+    def build_with_dataset(self, dataset: ReplayBufferBase) -> None:
+        check_dataset_layout(self, dataset)
+        super().build_with_dataset(dataset)
+
+    def build_with_env(self, env: Any) -> None:
+        check_env(self, env)
+        super().build_with_env(env)

@@ -15,21 +15,19 @@ from collections.abc import Generator
 from typing import Any, Literal
 
 import torch
-from d3rlpy.algos.qlearning.base import QLearningAlgoBase, QLearningAlgoImplBase
 from d3rlpy.base import DeviceArg, LearnableConfig
-from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import ReplayBufferBase
 from d3rlpy.optimizers import OptimizerFactory, make_optimizer_field
 from d3rlpy.optimizers.optimizers import OptimizerWrapper
 from d3rlpy.torch_utility import Modules, TorchMiniBatch
 from d3rlpy.types import Shape
 from dyaug.integrations.d3rlpy.actor_support import (
+    ActorCriticImpl,
+    ContinuousActorAlgo,
     StepCounts,
     check_choice,
     check_create,
     check_dataset,
-    check_dataset_layout,
-    check_env,
     check_positive,
     config_from_preset,
     make_optimizer,
@@ -163,7 +161,7 @@ class DiffusionQLModules(Modules):
     progress: StepCounts
 
 
-class DiffusionQLImpl(QLearningAlgoImplBase):
+class DiffusionQLImpl(ActorCriticImpl):
     """One Diffusion-QL step on d3rlpy's batch: critic, actor, EMA, target critic (in the official order)."""
 
     _modules: DiffusionQLModules
@@ -222,19 +220,12 @@ class DiffusionQLImpl(QLearningAlgoImplBase):
     def inner_sample_action(self, x: Tensor) -> Tensor:
         return self._modules.policy(x)
 
-    def inner_predict_value(self, x: Tensor, action: Tensor) -> Tensor:
-        return self._modules.q_funcs.min(x, action)
-
     @property
     def policy(self) -> DiffusionPolicy:
         return self._modules.policy
 
-    @property
-    def policy_optim(self) -> torch.optim.Optimizer:
-        return self._modules.actor_optim.optim
 
-
-class DiffusionQL(QLearningAlgoBase[DiffusionQLImpl, DiffusionQLConfig]):
+class DiffusionQL(ContinuousActorAlgo[DiffusionQLImpl, DiffusionQLConfig]):
     """Diffusion-QL for d3rlpy; build it with :meth:`DiffusionQLConfig.create`."""
 
     def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
@@ -280,9 +271,6 @@ class DiffusionQL(QLearningAlgoBase[DiffusionQLImpl, DiffusionQLConfig]):
             owner=type(config).__name__,
         )
 
-    def get_action_type(self) -> ActionSpace:
-        return ActionSpace.CONTINUOUS
-
     def fitter(
         self, dataset: ReplayBufferBase, n_steps: int, n_steps_per_epoch: int = 10000, **kwargs: Any
     ) -> Generator[tuple[int, dict[str, float]], None, None]:
@@ -300,14 +288,6 @@ class DiffusionQL(QLearningAlgoBase[DiffusionQLImpl, DiffusionQLConfig]):
                 stacklevel=3,
             )
         yield from super().fitter(dataset=dataset, n_steps=n_steps, n_steps_per_epoch=n_steps_per_epoch, **kwargs)
-
-    def build_with_dataset(self, dataset: ReplayBufferBase) -> None:
-        check_dataset_layout(self, dataset)
-        super().build_with_dataset(dataset)
-
-    def build_with_env(self, env: Any) -> None:
-        check_env(self, env)
-        super().build_with_env(env)
 
 
 register_once(DiffusionQLConfig)

@@ -13,10 +13,7 @@ import dataclasses
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal
 
-import torch
-from d3rlpy.algos.qlearning.base import QLearningAlgoBase, QLearningAlgoImplBase
 from d3rlpy.base import DeviceArg, LearnableConfig
-from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import ReplayBufferBase, TransitionMiniBatch
 from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_field
 from d3rlpy.optimizers.optimizers import OptimizerWrapper
@@ -24,12 +21,12 @@ from d3rlpy.preprocessing import ReturnBasedRewardScaler, RewardScaler
 from d3rlpy.torch_utility import Modules, TorchMiniBatch
 from d3rlpy.types import Shape
 from dyaug.integrations.d3rlpy.actor_support import (
+    ActorCriticImpl,
+    ContinuousActorAlgo,
     StepCounts,
     check_choice,
     check_create,
     check_dataset,
-    check_dataset_layout,
-    check_env,
     check_positive,
     config_from_preset,
     make_optimizer,
@@ -195,7 +192,7 @@ class SRPOModules(Modules):
     progress: StepCounts
 
 
-class SRPOImpl(QLearningAlgoImplBase):
+class SRPOImpl(ActorCriticImpl):
     """One SRPO step on d3rlpy's batch: the parts :class:`~dyaug.actors.srpo.SRPOPhases` names, each one step."""
 
     _modules: SRPOModules
@@ -282,19 +279,12 @@ class SRPOImpl(QLearningAlgoImplBase):
     def inner_sample_action(self, x: Tensor) -> Tensor:
         return self._modules.actor(x)
 
-    def inner_predict_value(self, x: Tensor, action: Tensor) -> Tensor:
-        return self._modules.q_funcs.min(x, action)
-
     @property
     def policy(self) -> DeterministicActor:
         return self._modules.actor
 
-    @property
-    def policy_optim(self) -> torch.optim.Optimizer:
-        return self._modules.actor_optim.optim
 
-
-class SRPO(QLearningAlgoBase[SRPOImpl, SRPOConfig]):
+class SRPO(ContinuousActorAlgo[SRPOImpl, SRPOConfig]):
     """SRPO for d3rlpy; build it with :meth:`SRPOConfig.create`."""
 
     def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
@@ -337,9 +327,6 @@ class SRPO(QLearningAlgoBase[SRPOImpl, SRPOConfig]):
             observation_shape=observation_shape, action_size=action_size, modules=modules, config=config, device=device
         )
 
-    def get_action_type(self) -> ActionSpace:
-        return ActionSpace.CONTINUOUS
-
     @property
     def steps_done(self) -> dict[str, int]:
         """Training steps each part has had (all 0 before the first ``fit``)."""
@@ -367,14 +354,6 @@ class SRPO(QLearningAlgoBase[SRPOImpl, SRPOConfig]):
         config = self._config
         behavior = self._impl is not None and "behavior" in self._impl.parts_to_train()
         return max(config.batch_size, config.behavior_batch_size) if behavior else config.batch_size
-
-    def build_with_dataset(self, dataset: ReplayBufferBase) -> None:
-        check_dataset_layout(self, dataset)
-        super().build_with_dataset(dataset)
-
-    def build_with_env(self, env: Any) -> None:
-        check_env(self, env)
-        super().build_with_env(env)
 
     def copy_pretrained_from(self, other: SRPO, parts: Sequence[Part] = ("behavior", "critic")) -> None:
         """Take over ``parts`` of another SRPO (weights, optimizer state and step counts), e.g. a behaviour model

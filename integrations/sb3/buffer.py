@@ -14,6 +14,7 @@ import torch as th
 from dyaug.integrations.mixing import RealRatioMixin, check_real_ratio, check_synthetic, real_batch_size
 from dyaug.integrations.sb3.convert import transitions_from_sb3
 from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
@@ -144,6 +145,19 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
             next_observations=self.to_torch(self._normalize_obs(host(samples.next_observations), env)),
             rewards=self.to_torch(self._normalize_reward(host(samples.rewards), env)),
         )
+
+
+def synthetic_buffer_of(owner: str, model: BaseAlgorithm) -> SyntheticReplayBuffer:
+    """``model``'s replay buffer; ``TypeError`` naming ``owner`` (the callback that needs it) unless it is a
+    :class:`SyntheticReplayBuffer`."""
+    buffer = model.replay_buffer
+    if not isinstance(buffer, SyntheticReplayBuffer):
+        raise TypeError(
+            f"{owner} needs the model's replay buffer to be a SyntheticReplayBuffer, got "
+            f"{type(buffer).__name__}; build the model with "
+            "replay_buffer_class=dyaug.integrations.sb3.SyntheticReplayBuffer."
+        )
+    return buffer
 
 
 def scale_sb3_actions(actions: np.ndarray, action_space: spaces.Box) -> np.ndarray:

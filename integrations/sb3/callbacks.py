@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer
+from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dyaug.synther import SynthER
@@ -63,13 +63,7 @@ class SynthERCallback(BaseCallback):
         self._last_multiple = 0  # of retrain_every, at the last refit
 
     def _init_callback(self) -> None:
-        buffer = self.model.replay_buffer
-        if not isinstance(buffer, SyntheticReplayBuffer):
-            raise TypeError(
-                f"SynthERCallback needs the model's replay buffer to be a SyntheticReplayBuffer, got "
-                f"{type(buffer).__name__}; build the model with "
-                "replay_buffer_class=dyaug.integrations.sb3.SyntheticReplayBuffer."
-            )
+        buffer = synthetic_buffer_of("SynthERCallback", self.model)
         if self.real_ratio is not None:
             buffer.real_ratio = self.real_ratio
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer
+from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
@@ -132,13 +132,7 @@ class DyDiffCallback(BaseCallback):
         return self.phases.reports
 
     def _init_callback(self) -> None:
-        buffer = self.model.replay_buffer
-        if not isinstance(buffer, SyntheticReplayBuffer):
-            raise TypeError(
-                f"DyDiffCallback needs the model's replay buffer to be a SyntheticReplayBuffer, got "
-                f"{type(buffer).__name__}; build the model with "
-                "replay_buffer_class=dyaug.integrations.sb3.SyntheticReplayBuffer."
-            )
+        buffer = synthetic_buffer_of("DyDiffCallback", self.model)
         trajectory_model = self.phases.generator.model.trajectory_model
         sizes = (buffer.observation_space.shape[0], buffer.action_space.shape[0])
         if (trajectory_model.obs_dim, trajectory_model.act_dim) != sizes:

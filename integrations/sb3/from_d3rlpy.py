@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from dyaug.integrations.d3rlpy import SRPO, DiffusionQL
+from dyaug.integrations.d3rlpy import SRPO, DiffusionQL, DiffusionQLConfig
 from dyaug.integrations.sb3.diffusion_td3 import DiffusionQLTD3, DiffusionTD3Policy
 from gymnasium import spaces
 from stable_baselines3 import TD3
@@ -162,6 +162,18 @@ def built_modules(algo: Any, algo_type: type, model: TD3) -> Any:
     return algo.impl.modules
 
 
+def diffusion_sizes(config: DiffusionQLConfig) -> dict[str, Any]:
+    """The settings of a Diffusion-QL config that size its actor, as the keywords of
+    :class:`~dyaug.integrations.sb3.DiffusionTD3Policy` (its ``diffusion_kwargs``)."""
+    return {
+        "hidden": config.hidden,
+        "t_dim": config.t_dim,
+        "n_diffusion_steps": config.n_diffusion_steps,
+        "beta_min": config.beta_min,
+        "beta_max": config.beta_max,
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ loaders
 def load_diffusion_ql_into_td3(model: TD3, algo: DiffusionQL, *, critic: bool = True) -> None:
     """Load a trained d3rlpy :class:`~dyaug.integrations.d3rlpy.DiffusionQL` into an SB3 model with
@@ -176,14 +188,7 @@ def load_diffusion_ql_into_td3(model: TD3, algo: DiffusionQL, *, critic: bool = 
             f"got {type(model).__name__} with {type(policy).__name__}."
         )
     modules = built_modules(algo, DiffusionQL, model)
-    config = algo.config
-    expected = {
-        "hidden": config.hidden,
-        "t_dim": config.t_dim,
-        "n_diffusion_steps": config.n_diffusion_steps,
-        "beta_min": config.beta_min,
-        "beta_max": config.beta_max,
-    }
+    expected = diffusion_sizes(algo.config)
     if policy.diffusion_kwargs != expected:
         raise ValueError(
             f"the SB3 diffusion actor has {policy.diffusion_kwargs} but the d3rlpy one {expected}; {REBUILD}."
@@ -258,11 +263,7 @@ def one_learning_rate(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
 def _diffusion_ql_td3(algo: DiffusionQL, env: GymEnv | str, critic: bool, kwargs: dict[str, Any]) -> DiffusionQLTD3:
     config = algo.config
     fixed = {
-        "hidden": config.hidden,
-        "t_dim": config.t_dim,
-        "n_diffusion_steps": config.n_diffusion_steps,
-        "beta_min": config.beta_min,
-        "beta_max": config.beta_max,
+        **diffusion_sizes(config),
         "net_arch": [config.critic_hidden] * config.critic_layers,
         "activation_fn": nn.Mish,
     }
