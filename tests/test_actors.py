@@ -3,6 +3,8 @@ actor's fixed point, Diffusion-QL's loss and candidate selection, IQL's expectil
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,12 @@ from dyaug.actors import (
     select_actions,
     srpo_actor_loss,
 )
+from dyaug.actors.critics import mlp
+from dyaug.actors.diffusion_ql import CandidateSampler
 from dyaug.actors.srpo import WEIGHTINGS
+from dyaug.diffusion.networks import DQLMLP
+from dyaug.diffusion.networks.mish import Mish, mish, mish_
+from dyaug.diffusion.networks.mlp import CPU_CHUNK_ROWS, MLPInference, layers_forward
 from dyaug.diffusion.vp import VPSDE
 
 tiny_tensors = True
@@ -319,3 +326,113 @@ def test_select_actions_softmax_draws_candidates_with_softmax_q_probabilities() 
     assert torch.allclose(frequencies, torch.tensor([1 / 6, 2 / 6, 3 / 6]), atol=0.01)
     with pytest.raises(ValueError, match="selection must be one of"):
         select_actions(_counting_policy, score, observations, selection="best")
+
+
+# ---------------------------------------------------------------------------------------------- fast inference
+def _with_torch_mish(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every :class:`Mish` replaced by ``torch.nn.Mish`` (the reference maths)."""
+    module = copy.deepcopy(module)
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, Mish):
+                setattr(parent, name, nn.Mish())
+    return module
+
+
+def test_mish_matches_torch_mish_over_a_wide_range() -> None:
+    special = [0.0, -0.0, 1e-30, -1e-30, 5.0, 20.0, 20.5, 44.0, 89.0, 1e30, -1e30, -3e38, 3e38]
+    x = torch.cat([torch.linspace(-100, 100, 20_001), torch.tensor(special)])
+    expected = torch.nn.functional.mish(x.double())
+    for got in (mish(x), mish_(x.clone())):
+        assert ((got.double() - expected).abs() / x.double().abs().clamp_min(1)).max() <= 1e-6
+    assert ((mish(x.double()) - expected).abs() / x.double().abs().clamp_min(1)).max() <= 1e-14
+    half = torch.linspace(-60_000, 60_000, 40_001).half()
+    assert (
+        (mish(half).double() - torch.nn.functional.mish(half.double())).abs() <= 1e-3 * half.abs().clamp_min(1)
+    ).all()
+    buffer = x.clone()
+    assert mish_(buffer) is buffer and torch.equal(buffer, mish(x))
+
+
+def test_mish_gradients_match_torch_mish() -> None:
+    x = torch.linspace(-30, 30, 61, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(mish, (x,)) and torch.autograd.gradgradcheck(mish, (x,))
+    x32 = torch.linspace(-50, 50, 2001, requires_grad=True)
+    (grad,) = torch.autograd.grad(mish(x32).sum(), x32)
+    (expected,) = torch.autograd.grad(torch.nn.functional.mish(x32).sum(), x32)
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["mish", "relu"])
+def test_mlp_inference_equals_the_sequential_chunk_by_chunk(activation: str) -> None:
+    torch.manual_seed(0)
+    layers = mlp(5, 2, hidden=24, layers=3, activation=activation)
+    x = torch.randn(2 * CPU_CHUNK_ROWS + 76, 5) * 3  # three chunks, the last one short
+    original = x.clone()
+    expected = layers(x)  # grad mode on: the modules themselves
+    with torch.no_grad():
+        got = MLPInference(layers)(x)
+        assert torch.allclose(got, expected, atol=1e-5) and torch.equal(x, original)
+        activation_first = MLPInference(list(layers)[1:])  # starts with an activation: the input must survive
+        h = torch.randn(7, 24)
+        h_before = h.clone()
+        assert torch.allclose(activation_first(h), layers[1:](h_before), atol=1e-5) and torch.equal(h, h_before)
+    other = nn.Sequential(nn.Linear(5, 3), nn.Tanh())
+    with pytest.raises(TypeError, match="MLPInference runs"):
+        MLPInference(other)
+    with torch.no_grad():  # layers it does not run: the modules themselves
+        assert torch.equal(layers_forward(other, x), other(x))
+
+
+def test_repeated_condition_equals_the_network_on_repeated_conditions() -> None:
+    torch.manual_seed(0)
+    net = DQLMLP(3, 5, hidden=32, t_dim=8)
+    cond, repeats = torch.randn(150, 5), 7  # 1050 rows: chunks of 73 conditions
+    x, level = torch.randn(150 * repeats, 3), torch.full((150 * repeats,), 2.0)
+    expected = net(x, level, cond.repeat_interleave(repeats, 0))  # grad mode on: the modules themselves
+    eps = net.repeated_condition(cond, repeats)
+    with torch.no_grad():
+        assert torch.allclose(eps(x, level), expected, atol=1e-5)
+        with pytest.raises(ValueError, match="one step index for all rows"):
+            eps(x, torch.arange(150 * repeats).float())
+        with pytest.raises(ValueError, match="repeats per condition"):
+            eps(x[:-1], level[:-1])
+    reference = eps(x, level)  # grad mode on: the network on the repeated conditions, with a graph
+    assert reference.requires_grad and torch.allclose(reference, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="repeats must be an integer"):
+        net.repeated_condition(cond, 0)
+
+
+def test_select_actions_fast_path_reproduces_the_reference_actions() -> None:
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(3, 2, hidden=32, t_dim=8)
+    critic = TwinQ(3, 2, hidden=32, layers=3, activation="mish")
+    reference_policy, reference_critic = _with_torch_mish(policy), _with_torch_mish(critic)
+    observations, n = torch.randn(40, 3), 16  # 640 candidate rows: more than one chunk
+    assert isinstance(policy, CandidateSampler)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        actions = select_actions(policy, critic.min, observations, n_candidates=n)
+        torch.manual_seed(seed)  # the reference: torch's Mish, the modules on the repeated states
+        repeated = observations.repeat_interleave(n, 0)
+        candidates = reference_policy(repeated).detach()
+        scores = reference_critic.min(repeated, candidates).detach().view(40, n)
+        index = torch.multinomial(torch.softmax(scores, dim=1), 1).squeeze(1)
+        expected = candidates.view(40, n, 2)[torch.arange(40), index]
+        assert torch.allclose(actions, expected, atol=1e-5)
+
+
+def test_training_losses_and_gradients_are_those_of_torch_mish() -> None:
+    torch.manual_seed(0)
+    policy, critic = DiffusionPolicy(3, 2, hidden=32, t_dim=8), TwinQ(3, 2, hidden=32, layers=3, activation="mish")
+    models = {"fast": (policy, critic), "reference": (_with_torch_mish(policy), _with_torch_mish(critic))}
+    results = {}
+    for name, (actor, q) in models.items():
+        generator = torch.Generator().manual_seed(1)
+        actor_loss = dql_actor_loss(actor, q, _batch(), eta=1.0, generator=generator).actor_loss
+        critic_loss = dql_critic_loss(q, copy.deepcopy(q), actor, _batch(), max_q_backup=True, generator=generator)
+        grads = torch.autograd.grad(actor_loss + critic_loss, [*actor.parameters(), *q.parameters()])
+        results[name] = (actor_loss.detach(), critic_loss.detach(), grads)
+    (fast_actor, fast_critic, fast_grads), (ref_actor, ref_critic, ref_grads) = results["fast"], results["reference"]
+    assert torch.allclose(fast_actor, ref_actor, rtol=1e-5) and torch.allclose(fast_critic, ref_critic, rtol=1e-5)
+    assert all(torch.allclose(g, r, rtol=1e-4, atol=1e-6) for g, r in zip(fast_grads, ref_grads, strict=True))

@@ -6,14 +6,15 @@ back-propagated through the whole reverse chain.
 - :func:`dql_actor_loss`: L(θ) = L_BC(θ) − η Q_k(s, â) / mean|Q_k'(s, â)| (k random, k' the other head, the
   denominator detached), â ~ π_θ(·|s) by the differentiable chain;
 - :func:`dql_critic_loss`: twin-Q TD regression on targets from the EMA actor;
-- :func:`select_actions`: N candidates per state, all rows through the chain at once, one picked by Q.
+- :func:`select_actions`: N candidates per state, all rows through the chain at once, one picked by Q
+  (a :class:`CandidateSampler` such as :class:`DiffusionPolicy` draws them sharing each state's part of the work).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +57,19 @@ class DiffusionPolicy(nn.Module):
         return self.schedule.sample(
             self.eps_net, shape, cond=observations, clip=1.0, generator=generator, device=observations.device
         )
+
+    def sample_candidates(
+        self, observations: Tensor, n_candidates: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``self(observations.repeat_interleave(n_candidates, 0), generator)``, shaped ``(B * n_candidates,
+        act_dim)``, state by state, without repeating the states: the reverse chain runs on
+        :meth:`DQLMLP.repeated_condition <dyaug.diffusion.networks.DQLMLP.repeated_condition>` (each state's part of
+        the first layer once per state, the step's once per step). The same noise draws and, up to float
+        rounding, the same actions.
+        """
+        shape = (observations.shape[0] * n_candidates, self.act_dim)
+        eps = self.eps_net.repeated_condition(observations, n_candidates)
+        return self.schedule.sample(eps, shape, cond=None, clip=1.0, generator=generator, device=observations.device)
 
     def bc_loss(self, observations: Tensor, actions: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """L_BC = MSE(ε_θ(√ᾱ_k a + √(1 − ᾱ_k) ε, k, s), ε), k ~ U{0..N−1}, ε ~ N(0, I)."""
@@ -128,8 +142,17 @@ softmax(Q / temperature) (Diffusion-QL's evaluation and EDP's "energy-based acti
 highest Q (IDQL)."""
 
 
+@runtime_checkable
+class CandidateSampler(Protocol):
+    """A policy that draws ``n_candidates`` actions per state itself: ``(B * n_candidates, act_dim)``, state by state,
+    distributed as ``policy(observations.repeat_interleave(n_candidates, 0))`` (e.g. :class:`DiffusionPolicy`)."""
+
+    def sample_candidates(self, observations: Tensor, n_candidates: int) -> Tensor: ...
+
+
+@torch.no_grad()
 def select_actions(
-    policy: Callable[[Tensor], Tensor],
+    policy: Callable[[Tensor], Tensor] | CandidateSampler,
     score: QFunction,
     observations: Tensor,
     n_candidates: int = 50,
@@ -139,9 +162,10 @@ def select_actions(
     """One action per state: ``n_candidates`` draws of ``policy`` per state, one of them picked by ``score``.
 
     The B·N candidate rows go through the policy (Diffusion-QL: the whole reverse chain) and the scorer in one
-    batch each, with no per-state loop. Diffusion-QL's evaluation: the online actor's candidates, scored by
-    min(Q1, Q2) of the target critic, picked from softmax(Q) at temperature 1 (``selection="softmax"``).
-    Randomness (the candidates and the softmax pick) comes from the global torch RNG.
+    batch each, with no per-state loop; a :class:`CandidateSampler` draws them with ``sample_candidates``, any
+    other policy is called on the repeated states. Diffusion-QL's evaluation: the online actor's candidates,
+    scored by min(Q1, Q2) of the target critic, picked from softmax(Q) at temperature 1 (``selection="softmax"``).
+    Randomness (the candidates and the softmax pick) comes from the global torch RNG. No gradients are recorded.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {sorted(SELECTIONS)}, got {selection!r}.")
@@ -151,7 +175,10 @@ def select_actions(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     batch = observations.shape[0]
     repeated = observations.repeat_interleave(n_candidates, 0)
-    candidates = policy(repeated)
+    if isinstance(policy, CandidateSampler):
+        candidates = policy.sample_candidates(observations, n_candidates)
+    else:
+        candidates = policy(repeated)
     scores = score(repeated, candidates).view(batch, n_candidates)
     index = SELECTIONS[selection](scores, temperature)
     return candidates.view(batch, n_candidates, -1)[torch.arange(batch, device=index.device), index]
