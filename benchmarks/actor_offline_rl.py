@@ -139,7 +139,7 @@ def main() -> None:
     results, sizes = [], {}
     for dataset in args.datasets:
         minari_dataset = dyaug.datasets.load(dataset)
-        env_short = parse_dataset_id(minari_dataset.id if minari_dataset.id.startswith("dyaug/") else dataset)[0]
+        env_short = parse_dataset_id(dataset)[0]
         env = (env_short, minari_dataset.env_spec.id)
         transitions = Transitions.from_minari(minari_dataset)
         sizes[dataset] = len(transitions)

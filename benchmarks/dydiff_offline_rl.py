@@ -180,7 +180,7 @@ def main() -> None:
     for name in args.datasets:
         dataset = dyaug.datasets.load(name)
         args.dataset, args.env_id = name, dataset.env_spec.id
-        args.env_short = parse_dataset_id(dataset.id if dataset.id.startswith("dyaug/") else name)[0]
+        args.env_short = parse_dataset_id(name)[0]
         real = Transitions.from_minari(dataset)
         sizes[name] = len(real)
         slug = dataset.id.removeprefix("dyaug/").replace("/", "-")

@@ -35,11 +35,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import Evaluate, Report, machine, mean_spread
+from common import Evaluate, Report, machine, mean_spread, normalized_scores
 from envs_state_error import forged, learned_models
 from stable_baselines3 import SAC
 
-from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 from dyaug.envs import LearnedDynamicsWrapper, LearnedModels
 
 
@@ -96,7 +95,6 @@ def main() -> None:
 
     data, env_id, name = forged(args.dataset)
     args.real_steps = args.real_steps or len(data)
-    fenv = resolve_env(parse_dataset_id(name)[0])
     models, how = None, "not needed"
     if any(arm != "real" for arm in args.arms):
         models, how = learned_models(
@@ -120,9 +118,6 @@ def main() -> None:
                 print(f"{arm:16s} seed {seed}: final {final:7.1f} ({result['seconds']:.0f} s)", file=sys.stderr)
             results.append(json.loads(path.read_text()))
 
-    def normalised(value: float) -> float:
-        return 100.0 * (value - fenv.ref_min_score) / (fenv.ref_max_score - fenv.ref_min_score)
-
     report(f"## SB3 SAC inside learned models of `{name}`, evaluated in {env_id} ({started})\n")
     report(f"- machine: {machine()}")
     report(f"- command: `python {' '.join(sys.argv)}`")
@@ -140,7 +135,7 @@ def main() -> None:
         label = f"real ({args.real_steps} real steps)" if arm == "real" else f"models `{arm}` (0 real steps)"
         report(
             f"| {label} | {runs[0]['steps']} | {mean_spread(finals, per_run=True)} | "
-            f"{mean_spread([normalised(f) for f in finals])} | {mean_spread(best)} | "
+            f"{mean_spread(normalized_scores(env_id, finals))} | {mean_spread(best)} | "
             f"{np.mean([r['seconds'] for r in runs]):.0f} |"
         )
     report.save(args.out / "report.md")

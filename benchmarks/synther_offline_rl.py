@@ -114,7 +114,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dataset = dyaug.datasets.load(args.dataset)
     args.env_id = dataset.env_spec.id
-    args.env_short = parse_dataset_id(dataset.id if dataset.id.startswith("dyaug/") else args.dataset)[0]
+    args.env_short = parse_dataset_id(args.dataset)[0]
     real = Transitions.from_minari(dataset)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     results, generators = [], {}

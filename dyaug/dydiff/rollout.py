@@ -158,11 +158,16 @@ class RolloutEngine:
         b, h = len(s0), self.horizon
         states, actions = [s0], []
         for t in range(h - 1):
-            actions.append(self._policy(policy, states[-1]))
+            actions.append(self._policy(policy, states[-1], finite=False))
             next_states = self.dynamics.step(states[-1], actions[-1], generator=generator)
-            states.append(self._checked(next_states, (b, self.obs_dim), f"the dynamics model at step {t}"))
-        actions.append(self._policy(policy, states[-1]))
+            states.append(self._checked(next_states, (b, self.obs_dim), self._dynamics_name(t), finite=False))
+        actions.append(self._policy(policy, states[-1], finite=False))
         states, actions = torch.stack(states, dim=1), torch.stack(actions, dim=1)
+        if not (torch.isfinite(states).all() & torch.isfinite(actions).all()):  # one host sync for all H steps
+            for t in range(h):  # name the first model, in call order, that returned a non-finite value
+                self._checked(actions[:, t], (b, self.act_dim), "the policy")
+                if t < h - 1:
+                    self._checked(states[:, t + 1], (b, self.obs_dim), self._dynamics_name(t))
         for m in range(iterations):
             resampled = self.resampler.resample_states(s0, actions, generator=generator)
             resampled = self._checked(resampled, states.shape, f"the state resampler in iteration {m}")
@@ -194,24 +199,34 @@ class RolloutEngine:
             raise ValueError("start_states contain NaN or Inf; pass finite observations.")
         return start_states.float()
 
-    def _policy(self, policy: Policy, states: Tensor) -> Tensor:
+    @staticmethod
+    def _dynamics_name(t: int) -> str:
+        return f"the dynamics model at step {t}"
+
+    def _policy(self, policy: Policy, states: Tensor, *, finite: bool = True) -> Tensor:
         actions = policy(states)
         if not isinstance(actions, Tensor) or not actions.is_floating_point():
             raise TypeError(
                 f"the policy must return a floating-point torch tensor of actions, got {_describe(actions)}; "
                 "DyDiff calls it with a (N, obs_dim) tensor on the generator's device."
             )
-        return self._checked(actions, (len(states), self.act_dim), "the policy", device=states.device)
+        return self._checked(actions, (len(states), self.act_dim), "the policy", device=states.device, finite=finite)
 
     @staticmethod
     def _checked(
-        x: Tensor, shape: tuple[int, ...] | torch.Size, who: str, device: torch.device | None = None
+        x: Tensor,
+        shape: tuple[int, ...] | torch.Size,
+        who: str,
+        device: torch.device | None = None,
+        *,
+        finite: bool = True,
     ) -> Tensor:
+        """``x`` as float32 after checking its shape, device and (``finite``, a host sync) its values."""
         if not isinstance(x, Tensor) or x.shape != tuple(shape):
             raise ValueError(f"{who} must return a tensor of shape {tuple(shape)}, got {_describe(x)}.")
         if device is not None and x.device != device:
             raise ValueError(f"{who} returned a tensor on {x.device} for inputs on {device}; keep it on {device}.")
-        if not torch.isfinite(x).all():
+        if finite and not torch.isfinite(x).all():
             raise ValueError(f"{who} returned NaN or Inf values; check it on the states it was given.")
         return x.float()
 

@@ -73,16 +73,15 @@ class TrajectoryModel:
 
     def _sample(self, mask: Tensor, values: Tensor, generator: torch.Generator | None) -> Tensor:
         """Normalised windows with the entries ``mask`` (shaped like ``values``) held at ``values``."""
-        denoiser = EDMDenoiser(self.network, self.schedule, precision=self.config.sample_precision)
+        schedule, sampler = self.schedule, self.sampler
+        denoiser = EDMDenoiser(self.network, schedule, precision=self.config.sample_precision)
         size = self.config.sample_batch_size
         parts = []
         for start in range(0, len(values), size):
             condition = Condition(mask[start : start + size], values[start : start + size])
-            shape = condition.values.shape
+            shape, device = condition.values.shape, values.device
             parts.append(
-                self.sampler.sample(
-                    denoiser, self.schedule, shape, condition=condition, generator=generator, device=values.device
-                )
+                sampler.sample(denoiser, schedule, shape, condition=condition, generator=generator, device=device)
             )
         return torch.cat(parts)
 

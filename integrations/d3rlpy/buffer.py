@@ -250,12 +250,17 @@ def _table(
     )
 
 
+def _real_transitions(real_buffer: ReplayBufferBase) -> Transitions:
+    """``transitions_from_d3rlpy(real_buffer)`` without its warning that d3rlpy keeps no s' at terminals, for
+    callers that do not read s' there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*have no stored s'", category=UserWarning)
+        return transitions_from_d3rlpy(real_buffer)
+
+
 def _real_table(real_buffer: ReplayBufferBase) -> np.ndarray:
     """The real buffer's transitions as ``BasicTransitionPicker`` returns them (s' = 0 at terminals)."""
-    with warnings.catch_warnings():
-        # The converter warns that d3rlpy keeps no s' at terminals; the picker's zeros are what we want.
-        warnings.filterwarnings("ignore", message=r".*have no stored s'", category=UserWarning)
-        real = transitions_from_d3rlpy(real_buffer)
+    real = _real_transitions(real_buffer)
     terminal = real.terminals[:, None] > 0
     return _table(
         real.observations,

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import typing
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -28,8 +27,8 @@ from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import ReplayBufferBase, TransitionMiniBatch
 from d3rlpy.logging import FileAdapterFactory, LoggerAdapterFactory
 from d3rlpy.metrics import EvaluatorProtocol
-from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer, _mini_batch
-from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy, transitions_to_d3rlpy
+from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer, _mini_batch, _real_transitions
+from dyaug.integrations.d3rlpy.convert import transitions_to_d3rlpy
 from dyaug.integrations.mixing import check_real_ratio, real_batch_size
 from torch import Tensor
 
@@ -429,8 +428,6 @@ def _real_data(dataset: Any) -> tuple[ReplayBufferBase, Transitions]:
     Only the observations of the ``Transitions`` are used (start states), so d3rlpy's missing s' at terminal steps
     does not matter here; fitting a generator on a d3rlpy buffer converts it again, with the warning."""
     if isinstance(dataset, ReplayBufferBase):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*have no stored s'", category=UserWarning)
-            return dataset, transitions_from_d3rlpy(dataset)
+        return dataset, _real_transitions(dataset)
     real = to_transitions(dataset)
     return transitions_to_d3rlpy(real), real

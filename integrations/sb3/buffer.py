@@ -62,7 +62,7 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
                     f"SyntheticReplayBuffer needs a flat Box {role} space, got {space}; flatten dict "
                     "observations with gymnasium.wrappers.FlattenObservation."
                 )
-        if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        if not action_space.is_bounded():
             raise ValueError(
                 f"the action space {action_space} is unbounded; SB3 stores actions scaled to [-1, 1], which "
                 "needs finite bounds (wrap the env with gymnasium.wrappers.RescaleAction)."

@@ -54,7 +54,7 @@ def check_spaces(owner: str, observation_space: spaces.Space, action_space: spac
             f"{owner} needs a continuous (Box) action space, got {action_space}: a diffusion actor draws "
             "real-valued actions. For discrete actions use a discrete algorithm such as SB3's DQN."
         )
-    if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+    if not action_space.is_bounded():
         raise ValueError(
             f"{owner} needs a bounded action space (SB3 scales actions to [-1, 1]), got {action_space}; wrap the env "
             "with gymnasium.wrappers.RescaleAction."

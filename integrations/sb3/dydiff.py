@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch as th
 from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
 from gymnasium import spaces
@@ -45,7 +44,7 @@ class SB3Policy:
 
     def __post_init__(self) -> None:
         space = self.policy.action_space
-        if not isinstance(space, spaces.Box) or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        if not isinstance(space, spaces.Box) or not space.is_bounded():
             raise ValueError(f"DyDiff needs a bounded Box action space, got {space}.")
 
     @th.no_grad()
