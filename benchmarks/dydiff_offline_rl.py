@@ -4,9 +4,10 @@
     python benchmarks/dydiff_offline_rl.py --datasets hopper/medium-replay --steps 50000 --seeds 0 1 2 3 4
     python benchmarks/dydiff_offline_rl.py --quick        # smoke test, under 3 minutes
 
-For each dataset and seed, two generators are fitted on the forged dataset and saved under ``--out`` (loaded on
-a rerun): ``SynthER(preset, seed=seed)`` (Lu et al. 2023, arXiv 2303.06614) and ``DyDiff(preset, seed=seed)``
-(Zhao et al. 2024, arXiv 2405.19189). Then, for each algorithm, ``--steps`` gradient steps of
+For each dataset and seed (or once per dataset with ``--generator-seed``), two generators are fitted on the forged
+dataset and saved under ``--out`` (loaded on a rerun): ``SynthER(preset, seed=seed)`` (Lu et al. 2023,
+arXiv 2303.06614) and ``DyDiff(preset, seed=seed)`` (Zhao et al. 2024, arXiv 2405.19189). Then, for each
+algorithm, ``--steps`` gradient steps of
 
 - ``base``: the dataset alone, in d3rlpy's own ``ReplayBuffer``;
 - ``synther``: ``--synthetic`` SynthER samples mixed into every batch (``SyntheticReplayBuffer``);
@@ -156,6 +157,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rollout-batch", type=int, default=None, help="DyDiff: start states per phase")
     parser.add_argument("--buffer-size", type=int, default=None, help="DyDiff: model buffer rows")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run")
+    parser.add_argument(
+        "--generator-seed",
+        type=int,
+        default=None,
+        help="one SynthER and one DyDiff per dataset, fitted with this seed and shared by every RL seed "
+        "(default: one per dataset and seed)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "dydiff_offline_rl")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny presets, 500 steps, 1 seed")
@@ -184,8 +192,9 @@ def main() -> None:
         real = Transitions.from_minari(dataset)
         sizes[name] = len(real)
         slug = dataset.id.removeprefix("dyaug/").replace("/", "-")
+        shared = None if args.generator_seed is None else Generators(dataset, slug, args.generator_seed, args)
         for seed in args.seeds:
-            generators = Generators(dataset, slug, seed, args)
+            generators = shared or Generators(dataset, slug, seed, args)
             for algo_name in args.algos:
                 for arm in args.arms:
                     path = args.out / f"{slug}-{algo_name}-{arm}-seed{seed}.json"
@@ -202,7 +211,7 @@ def main() -> None:
                         flush=True,
                     )
             if generators.info:
-                generator_info[(name, seed)] = generators.info
+                generator_info[(name, generators.seed)] = generators.info
     report(args, results, generator_info, sizes, started)
 
 
@@ -215,7 +224,13 @@ def report(args, results: list[dict], generator_info: dict, sizes: dict, started
         args.preset, rollout_every=args.rollout_every, rollout_batch=args.rollout_batch, buffer_size=args.buffer_size
     )
     print(
-        f"- generators: SynthER and DyDiff preset `{args.preset}`, one per dataset and seed; {args.synthetic} SynthER "
+        f"- generators: SynthER and DyDiff preset `{args.preset}`, "
+        + (
+            "one per dataset and seed"
+            if args.generator_seed is None
+            else f"one per dataset (seed {args.generator_seed})"
+        )
+        + f"; {args.synthetic} SynthER "
         f"samples; DyDiff {phases}; real share {args.real_ratio} in both augmented arms"
     )
     print(

@@ -177,6 +177,51 @@ def test_sampled_windows_hold_s0_and_the_actions_exactly(
     assert (states.numpy() >= low - 1e-5).all() and (states.numpy() <= high + 1e-5).all()  # clamped to the data
 
 
+class _ZeroProbe(torch.nn.Module):
+    """Records the inputs F sees and outputs zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(()))
+        self.inputs: list[torch.Tensor] = []
+        self.levels: list[torch.Tensor] = []
+
+    def forward(self, x, noise_level, cond=None):
+        self.inputs.append(x.clone())
+        self.levels.append(noise_level.clone())
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("given_input", ["clean", "scaled"])
+def test_the_network_reads_the_condition_at_the_configured_scale(
+    fitted: DyDiff, real: Transitions, given_input: str
+) -> None:
+    probe = _ZeroProbe()
+    trained = fitted.model.trajectory_model
+    config = dataclasses.replace(trained.config, given_input=given_input)
+    model = dataclasses.replace(trained, network=probe, config=config)
+    s0 = torch.from_numpy(real.observations[:8].copy())
+    actions = torch.rand(8, model.horizon, ACT, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    values = model.condition(s0, actions).values
+    model.sample(s0, actions, generator=torch.Generator().manual_seed(1))
+    given = given_mask(model.horizon, OBS, ACT).expand_as(values)
+    sigma_data = config.schedule().sigma_data
+    assert max(float((4 * c).exp().max()) for c in probe.levels) > 10  # the high-σ steps are exercised
+    for x_in, c_noise in zip(probe.inputs, probe.levels, strict=True):
+        c_in = config.schedule().preconditioning((4 * c_noise).exp())[2][:, None, None]
+        expected = values / sigma_data if given_input == "clean" else c_in * values
+        torch.testing.assert_close(x_in[given], expected[given], rtol=1e-6, atol=1e-7)
+    # inpainting: a known state beyond s_0 enters like a generated entry (c_in-scaled), s_0 and actions clean
+    probe.inputs.clear(), probe.levels.clear()
+    windows = model.normalizer.unnormalize(values)
+    known = given.clone()
+    known[:, 1, :OBS] = True
+    model.inpaint_states(windows, known, generator=torch.Generator().manual_seed(2))
+    for x_in, c_noise in zip(probe.inputs, probe.levels, strict=True):
+        c_in = config.schedule().preconditioning((4 * c_noise).exp())[2][:, None]
+        torch.testing.assert_close(x_in[:, 1, :OBS], c_in * values[:, 1, :OBS], rtol=1e-5, atol=1e-6)
+
+
 def test_training_lowers_the_denoising_loss(fitted: DyDiff, real: Transitions) -> None:
     config = fitted.config
     untrained, _ = fit_trajectory_model(

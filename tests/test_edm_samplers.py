@@ -209,19 +209,32 @@ def test_edm_loss_prefers_the_exact_denoiser() -> None:
     assert exact.item() < 0.9 * min(wrong_mean.item(), wrong_cov.item())
 
 
-def test_given_entries_are_clean_in_the_network_input() -> None:
+@pytest.mark.parametrize("clean_input", [False, True])
+def test_given_entries_are_clean_in_the_network_input(clean_input: bool) -> None:
     probe = ProbeNetwork()
     schedule = EDMSchedule.dydiff()
-    y = torch.randn(16, 4, 3, generator=_gen(1))
+    y = torch.randn(256, 4, 3, generator=_gen(1))
     given = torch.zeros(1, 4, 3, dtype=torch.bool)
     given[:, 0, :2] = True  # first state
     given[:, :, 2] = True  # every action
-    edm_loss(EDMDenoiser(probe, schedule), y, given=given, generator=_gen(2))
+    denoiser = EDMDenoiser(probe, schedule, clean_input=given if clean_input else None)
+    edm_loss(denoiser, y, given=given, generator=_gen(2))
     (x_in,), (c_noise,) = probe.inputs, probe.levels
-    c_in = schedule.preconditioning((4 * c_noise).exp())[2][:, None, None]
+    sigma = (4 * c_noise).exp()
+    assert sigma.max() > 2.0  # high noise levels, where c_in(σ) y and y / σ_data differ at least 4-fold
+    c_in = schedule.preconditioning(sigma)[2][:, None, None]
     given_full = given.expand_as(y)
-    torch.testing.assert_close(x_in[given_full], (c_in * y)[given_full], rtol=1e-5, atol=1e-6)
-    assert ((x_in - c_in * y)[~given_full].abs() > 1e-4).float().mean() > 0.99  # the rest is noisy
+    # clean_input: y / σ_data at every σ (the scale of clean data); otherwise c_in(σ) y like every entry
+    expected = y / schedule.sigma_data if clean_input else c_in * y
+    torch.testing.assert_close(x_in[given_full], expected[given_full], rtol=1e-5, atol=1e-6)
+    assert ((x_in - c_in * y)[~given_full].abs() > 1e-4).float().mean() > 0.99  # the rest is noisy, c_in-scaled
+    noisy = x_in / c_in  # the noisy entries are still c_in(σ) (y + σ n): dividing recovers y + σ n, far from y
+    assert ((noisy - y)[~given_full].abs() > 1e-3).float().mean() > 0.99
+
+
+def test_clean_input_must_be_a_bool_mask() -> None:
+    with pytest.raises(TypeError, match="clean_input must be a bool tensor"):
+        EDMDenoiser(ProbeNetwork(), EDMSchedule(), clean_input=torch.ones(3))
 
 
 # ------------------------------------------------------------------------------------------------ sampler

@@ -23,6 +23,7 @@ from dyaug.actors.batch import TransitionBatch
 from dyaug.actors.critics import QFunction, TwinQFunction
 from dyaug.diffusion.networks import DQLMLP
 from dyaug.diffusion.vp import DiscreteVPSchedule
+from dyaug.validation import check_int
 
 Selection = Literal["softmax", "argmax"]
 
@@ -169,8 +170,7 @@ def select_actions(
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {sorted(SELECTIONS)}, got {selection!r}.")
-    if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
-        raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
+    check_int("n_candidates", n_candidates, numpy=False)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     batch = observations.shape[0]

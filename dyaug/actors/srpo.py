@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from dyaug.actors.critics import QFunction, mlp
 from dyaug.diffusion.conditioning import Network
 from dyaug.diffusion.vp import VPSDE
+from dyaug.validation import check_int
 
 Weighting = Literal["sigma2", "uniform", "score"]
 WEIGHTINGS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -183,9 +184,7 @@ class SRPOPhases:
 
     def __post_init__(self) -> None:
         for name in ("behavior_steps", "critic_steps", "actor_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"SRPO {name} must be an integer >= 0, got {value!r}.")
+            check_int(f"SRPO {name}", getattr(self, name), 0, numpy=False)
 
     def budget(self, part: Part) -> int:
         return getattr(self, f"{part}_steps")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 from dyaug.data.transitions import Transitions
+from dyaug.validation import check_int
 
 __all__ = ["TransitionFIFO"]
 
@@ -24,8 +25,7 @@ class TransitionFIFO:
     """
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1 (the most transitions kept), got {capacity!r}.")
+        check_int("capacity", capacity, numpy=False, hint="the most transitions kept")
         self.capacity = capacity
         self._parts: deque[Transitions] = deque()
         self._size = 0

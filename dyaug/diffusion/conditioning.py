@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from dyaug.device import resolve_device
+from dyaug.validation import check_int
 
 Network = Callable[..., Tensor]
 """The seam: ``net(x, noise_level, cond=None) -> tensor shaped like x``, ``noise_level`` a ``(B,)`` tensor."""
@@ -106,8 +107,7 @@ def sampling_device(net: object, device: torch.device | str | None) -> torch.dev
 
 def check_n_steps(owner: str, n_steps: object) -> None:
     """Raise ``ValueError`` unless ``n_steps`` is an integer >= 1 (``owner`` names the argument's owner)."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"{owner} n_steps must be an integer >= 1, got {n_steps!r}.")
+    check_int(f"{owner} n_steps", n_steps, numpy=False)
 
 
 def per_sample(values: Tensor, like: Tensor) -> Tensor:

@@ -95,9 +95,20 @@ class EDMDenoiser(nn.Module):
     ``net`` is F with the seam ``net(x, noise_level, cond)``; it runs under
     :func:`dyaug.device.autocast` with ``precision``, while the preconditioning stays in x's dtype
     (fp32 or fp64) and F's output is cast back to it, so a sampler's state never leaves fp32.
+
+    ``clean_input`` (bool, broadcastable to x; None = none) marks entries that hold clean, noise-free values
+    (the given entries of a conditional model, see :class:`~dyaug.diffusion.Condition`). They enter F as
+    x / sigma_data, the scale c_in(0) x of clean data, at every sigma, instead of c_in(sigma) x: at sigma = 80,
+    c_in x would shrink them 160-fold towards 0 and F could barely read the condition.
     """
 
-    def __init__(self, net: nn.Module, schedule: EDMSchedule, precision: Precision = "fp32") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: EDMSchedule,
+        precision: Precision = "fp32",
+        clean_input: Tensor | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"EDMDenoiser needs an nn.Module network, got {type(net).__name__}.")
@@ -107,7 +118,10 @@ class EDMDenoiser(nn.Module):
             raise ValueError(f"precision must be one of {get_args(Precision)}, got {precision!r}.")
         self.net = net
         self.schedule = schedule
+        if clean_input is not None and (not isinstance(clean_input, Tensor) or clean_input.dtype != torch.bool):
+            raise TypeError("clean_input must be a bool tensor (True = clean entry) or None.")
         self.precision: Precision = precision
+        self.clean_input = clean_input
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """D(x; sigma) for x of shape (B, ...) and sigma a number, a 0-d tensor or a (B,) tensor."""
@@ -118,8 +132,11 @@ class EDMDenoiser(nn.Module):
             )
         sigma = _per_sample_sigma(sigma, x)
         c_skip, c_out, c_in, c_noise = self.schedule.preconditioning(sigma)
+        x_in = per_sample(c_in, x) * x
+        if self.clean_input is not None:
+            x_in = torch.where(self.clean_input, x / self.schedule.sigma_data, x_in)
         with autocast(x.device, self.precision):
-            f = network_output(self.net, per_sample(c_in, x) * x, c_noise, cond)
+            f = network_output(self.net, x_in, c_noise, cond)
         return per_sample(c_skip, x) * x + per_sample(c_out, x) * f.to(x.dtype)
 
 

@@ -19,6 +19,10 @@ from dyaug.diffusion.training import TrainConfig
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
 from dyaug.presets import preset_config
+from dyaug.validation import check_int
+
+GIVEN_INPUTS = ("clean", "scaled")
+"""How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""
 
 _MODEL_CONFIGS = {"dynamics": EnsembleConfig, "reward": RewardConfig, "terminal": TerminalConfig}
 
@@ -36,6 +40,9 @@ class DyDiffConfig(EDMHeunSettings):
     and then s_0 and every action overwritten by their clean values (DyDiff's conditioning in training); padded
     steps of short episodes are masked out. The EMA of the weights (``ema_decay``, ``ema_every``,
     ``ema_warmup``) generates.
+
+    ``given_input``: ``"clean"`` feeds s_0 and the actions to F as y / σ_data at every σ (dyaug's default, see
+    :mod:`dyaug.dydiff.trajectory_model`), ``"scaled"`` as c_in(σ) y like every other entry (the official code).
 
     Sampling: EDM's stochastic Heun sampler, ``sampler_steps`` steps with churn ``churn`` on σ in
     [``s_tmin``, ``s_tmax``] and noise inflation ``s_noise``, s_0 and the actions written back after every change
@@ -67,6 +74,7 @@ class DyDiffConfig(EDMHeunSettings):
     ema_every: int = 10
     ema_warmup: int = 100
     train_precision: Precision = "fp32"
+    given_input: str = "clean"
     churn: float = 60.0
     s_tmin: float = 0.3699
     s_tmax: float = 52.24
@@ -94,8 +102,8 @@ class DyDiffConfig(EDMHeunSettings):
                 raise TypeError(f"DyDiffConfig.{name} must be a preset name or a {cls.__name__}, got {value!r}.")
         positive = ("horizon", "dim", "train_steps", "sampler_steps", "batch_size", "sample_batch_size", "kernel_size")
         for name in positive:
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("iterations", self.iterations, minimum=0)
+            check_int(f"DyDiffConfig.{name}", getattr(self, name), numpy=False)
+        check_int("DyDiffConfig.iterations", self.iterations, 0, numpy=False)
         if not self.dim_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.dim_mults):
             raise ValueError(
                 f"DyDiffConfig.dim_mults must be a non-empty tuple of integers >= 1, got {self.dim_mults}."
@@ -111,6 +119,8 @@ class DyDiffConfig(EDMHeunSettings):
                 f"DyDiffConfig.horizon must be >= 2 and divisible by {self.divisor} (2^(len(dim_mults) - 1), the "
                 f"U-Net's downsampling), got {self.horizon}; e.g. horizon={max(nearest, 2)}."
             )
+        if self.given_input not in GIVEN_INPUTS:
+            raise ValueError(f"DyDiffConfig.given_input must be one of {GIVEN_INPUTS}, got {self.given_input!r}.")
         if not isinstance(self.average, bool):
             raise TypeError(f"DyDiffConfig.average must be True or False, got {self.average!r}.")
         self.check_precisions()
@@ -161,11 +171,6 @@ class DyDiffConfig(EDMHeunSettings):
             if not isinstance(record[name], str):
                 record[name] = record[name].to_dict()
         return {**record, "betas": list(self.betas), "dim_mults": list(self.dim_mults)}
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"DyDiffConfig.{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 PRESETS: dict[str, DyDiffConfig] = {

@@ -24,6 +24,7 @@ from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
 from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_for, termination_rule
+from dyaug.validation import check_int
 
 CHECKPOINT_KIND = "dydiff"
 
@@ -105,8 +106,7 @@ class DyDiff:
         seed: int = 0,
         **overrides: Any,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+        check_int("seed", seed, 0, numpy=False)
         named = {k: v for k, v in (("horizon", horizon), ("iterations", iterations)) if v is not None}
         self.config: DyDiffConfig = resolve_config(preset, {**overrides, **named})
         self.preset = preset
@@ -242,8 +242,7 @@ class DyDiff:
         start = time.perf_counter()
         iterations = self.config.iterations if iterations is None else iterations
         average = self.config.average if average is None else average
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}.")
+        check_int("iterations", iterations, 0, numpy=False)
         if not isinstance(average, bool):
             raise TypeError(f"average must be True or False, got {average!r}.")
         trajectory_filter = self._filter(filter)

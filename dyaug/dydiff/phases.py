@@ -23,6 +23,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.dydiff.generator import DyDiff, RolloutStats
 from dyaug.dydiff.rollout import Policy
 from dyaug.metrics import SUPPORTED_ENVS, dynamics_error
+from dyaug.validation import check_int
 
 __all__ = [
     "PHASE_METRICS",
@@ -66,9 +67,7 @@ class PhaseSettings:
 
     def __post_init__(self) -> None:
         for name, minimum in (("rollout_every", 1), ("rollout_batch", 1), ("buffer_size", 1), ("check_rows", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+            check_int(name, getattr(self, name), minimum)
 
 
 PHASE_PRESETS: dict[str, PhaseSettings] = {
@@ -157,8 +156,7 @@ class RolloutPhases:
     ) -> None:
         if not isinstance(generator, DyDiff):
             raise TypeError(f"generator must be a dyaug DyDiff, got {type(generator).__name__}.")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+        check_int("seed", seed, 0, numpy=False)
         self.generator = generator
         self.settings = settings
         self.seed = seed

@@ -6,6 +6,12 @@ input's s_0 and actions with their clean values, x̃ = where(given, y, y + σn),
 after every change of x, churn noise included (:class:`~dyaug.diffusion.Condition`), so the model supplies
 the states only. (The official sampler does not write them back after adding the churn noise, so its network
 sees perturbed conditions at churned steps; its outputs are overwritten either way.)
+
+One deliberate deviation, ``DyDiffConfig.given_input = "clean"`` (the default): the given entries enter the
+network as y / σ_data at every σ rather than c_in(σ) y (:class:`~dyaug.diffusion.EDMDenoiser`'s
+``clean_input``). With c_in(σ) = 1/√(σ² + σ_data²) the official preconditioning shrinks the condition towards
+0 at the high noise levels where the trajectory's coarse shape is decided, and a model trained for a few
+thousand steps learns to ignore s_0 there. ``given_input="scaled"`` is the official input.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from torch import Tensor, nn
 
 from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.data.transitions import Transitions
+from dyaug.device import Precision
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import HeunSampler
@@ -64,6 +71,10 @@ class TrajectoryModel:
         values = self.normalizer.normalize(torch.cat([states, actions], dim=-1))
         return Condition(given_mask(self.horizon, self.obs_dim, self.act_dim, s0.device), values)
 
+    def denoiser(self, clean: Tensor) -> EDMDenoiser:
+        """The EDM denoiser of the EMA network for sampling; ``clean`` marks entries that hold clean values."""
+        return trajectory_denoiser(self.network, self.config, self.config.sample_precision, clean)
+
     @torch.no_grad()
     def sample(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Normalised windows ``(B, H, obs_dim + act_dim)`` drawn given s_0 and the actions (raw units), in
@@ -74,11 +85,14 @@ class TrajectoryModel:
     def _sample(self, mask: Tensor, values: Tensor, generator: torch.Generator | None) -> Tensor:
         """Normalised windows with the entries ``mask`` (shaped like ``values``) held at ``values``."""
         schedule, sampler = self.schedule, self.sampler
-        denoiser = EDMDenoiser(self.network, schedule, precision=self.config.sample_precision)
         size = self.config.sample_batch_size
+        # Only the entries the model was trained with clean (s_0, the actions) are read at clean scale; other
+        # known entries of an inpainting mask enter as c_in(σ) x like the generated ones.
+        trained_given = given_mask(self.horizon, self.obs_dim, self.act_dim, values.device)
         parts = []
         for start in range(0, len(values), size):
             condition = Condition(mask[start : start + size], values[start : start + size])
+            denoiser = self.denoiser(condition.mask & trained_given)
             shape, device = condition.values.shape, values.device
             parts.append(
                 sampler.sample(denoiser, schedule, shape, condition=condition, generator=generator, device=device)
@@ -123,6 +137,13 @@ class TrajectoryModel:
         return torch.where(known[..., : self.obs_dim], windows[..., : self.obs_dim], states)
 
 
+def trajectory_denoiser(network: nn.Module, config: DyDiffConfig, precision: Precision, clean: Tensor) -> EDMDenoiser:
+    """D(x; σ) of ``network`` under ``config``'s schedule; with ``config.given_input == "clean"`` the entries
+    ``clean`` (bool, broadcastable to x) enter the network at clean scale (see the module docstring)."""
+    clean_input = clean if config.given_input == "clean" else None
+    return EDMDenoiser(network, config.schedule(), precision=precision, clean_input=clean_input)
+
+
 def fit_trajectory_model(
     transitions: Transitions,
     config: DyDiffConfig,
@@ -145,9 +166,9 @@ def fit_trajectory_model(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         network = config.network(obs_dim + act_dim).to(device)
-    denoiser = EDMDenoiser(network, config.schedule(), precision=config.train_precision)
     data = torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=device)
     given = given_mask(config.horizon, obs_dim, act_dim, device)
+    denoiser = trajectory_denoiser(network, config, config.train_precision, given)
 
     def loss_fn(descriptors: Tensor) -> Tensor:
         windows, valid = index.gather(data, descriptors)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dyaug.data.transitions import Transitions
+from dyaug.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +51,7 @@ class WindowIndex:
         also ends where ``next_observations[i] != observations[i + 1]``), so no window spans two
         trajectories even in data whose end flags are missing.
         """
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
+        check_int("horizon", horizon, numpy=False)
         slices = transitions.episode_slices(contiguous=True)
         starts = np.array([s.start for s in slices], dtype=np.int64)
         stops = np.array([s.stop for s in slices], dtype=np.int64)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from dyaug.validation import check_int
+
 MODES: tuple[str, ...] = ("ensemble", "diffusion")
 RESET_SOURCES: tuple[str, ...] = ("env", "dataset")
 
@@ -44,9 +46,8 @@ class LearnedEnvConfig:
             or not (math.isfinite(penalty) and penalty >= 0)
         ):
             raise ValueError(f"penalty must be a finite number >= 0 (0 = off), got {penalty!r}.")
-        steps = self.max_episode_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {steps!r}.")
+        if self.max_episode_steps is not None:
+            check_int("max_episode_steps", self.max_episode_steps, numpy=False, hint="or None")
 
     def resolved(self, *, has_simulator: bool, spec_steps: int | None, model_steps: int | None) -> LearnedEnvConfig:
         """This config with ``reset_from`` and ``max_episode_steps`` filled in by the rules of the parameters."""

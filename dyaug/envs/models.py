@@ -16,6 +16,7 @@ from dyaug.dydiff.rollout import Dynamics, RewardFn
 from dyaug.dydiff.trajectory_model import TrajectoryModel
 from dyaug.envs.spaces import check_box, checked_states
 from dyaug.models import TerminationFn, termination_rule
+from dyaug.validation import check_int
 
 if TYPE_CHECKING:
     from dyaug.dydiff.generator import DyDiff
@@ -55,9 +56,8 @@ class LearnedModels:
             states = checked_states("start_states", self.start_states, self.obs_dim)
             states.flags.writeable = False
             object.__setattr__(self, "start_states", states)
-        steps = self.max_episode_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {steps!r}.")
+        if self.max_episode_steps is not None:
+            check_int("max_episode_steps", self.max_episode_steps, numpy=False, hint="or None")
         if self.trajectory_model is not None:
             network_device = next(self.trajectory_model.network.parameters()).device
             if network_device != self.device:

@@ -15,6 +15,7 @@ from dyaug.envs.models import LearnedModels
 from dyaug.envs.spaces import checked_actions, checked_states
 from dyaug.envs.stepping import LearnedMDP
 from dyaug.envs.wrapper import resolve_env_config, to_host
+from dyaug.validation import check_int
 
 
 class LearnedDynamicsVectorEnv(VectorEnv):
@@ -55,8 +56,7 @@ class LearnedDynamicsVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(models, LearnedModels):
             raise TypeError(f"models must be a dyaug.envs.LearnedModels, got {type(models).__name__}.")
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        check_int("num_envs", num_envs, numpy=False)
         self.config = resolve_env_config(
             models,
             env,

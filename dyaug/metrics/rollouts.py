@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from dyaug.metrics.mujoco_state import locomotion_task
+from dyaug.validation import check_int
 
 Policy = Callable[[Tensor], Tensor]
 """``actions = π(observations)``: a batched torch callable, float32 ``(N, obs_dim)`` -> ``(N, act_dim)``."""
@@ -105,8 +106,7 @@ def simulate_policy(
     for a policy output that is not a finite ``(B, act_dim)`` tensor.
     """
     task = locomotion_task(env_id)
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 2:
-        raise ValueError(f"horizon must be an integer >= 2 (states per rollout, start included), got {horizon!r}.")
+    check_int("horizon", horizon, 2, hint="states per rollout, start included")
     obs = np.asarray(start_observations, dtype=np.float64)
     if obs.ndim != 2 or obs.shape[1] != task.obs_dim or len(obs) == 0:
         raise ValueError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from dyaug.validation import check_int
+
 ConfigT = TypeVar("ConfigT", bound="FitSettings")
 
 
@@ -42,12 +44,13 @@ class FitSettings:
     def __post_init__(self) -> None:
         if isinstance(self.weight_decay, list):  # lists come back from JSON (saved checkpoints)
             object.__setattr__(self, "weight_decay", tuple(self.weight_decay))
+        owner = type(self).__name__
         for name in ("width", "depth", "batch_size", "max_holdout", *self._integer_fields()):
-            _check_int(self, name, minimum=1)
-        _check_int(self, "patience", minimum=0)
+            check_int(f"{owner}.{name}", getattr(self, name), numpy=False)
+        check_int(f"{owner}.patience", self.patience, 0, numpy=False)
         for name in ("max_epochs", "max_steps"):
             if getattr(self, name) is not None:
-                _check_int(self, name, minimum=1)
+                check_int(f"{owner}.{name}", getattr(self, name), numpy=False)
         if not self.lr > 0:
             raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr!r}.")
         if not 0 < self.holdout_fraction < 1:
@@ -161,12 +164,6 @@ class TerminalConfig(FitSettings):
     cross-entropy. Not part of DyDiff (which hand-codes the termination rule of each task)."""
 
     lr: float = 1e-3
-
-
-def _check_int(config: FitSettings, name: str, minimum: int) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{type(config).__name__}.{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 PRESETS: dict[type[FitSettings], dict[str, FitSettings]] = {

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.models.config import FitSettings
 from dyaug.models.networks import EnsembleMLP
+from dyaug.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,7 @@ class Seeds:
 
     @classmethod
     def of(cls, seed: int) -> Seeds:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+        check_int("seed", seed, 0)
         split, init, batches = (int(s) >> 1 for s in np.random.SeedSequence(int(seed)).generate_state(3, np.uint64))
         return cls(split, init, batches)
 

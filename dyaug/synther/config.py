@@ -16,6 +16,7 @@ from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
 from dyaug.presets import preset_config
+from dyaug.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,7 @@ class SynthERConfig(EDMHeunSettings):
         # Lists come back from JSON (saved checkpoints); store the tuple the field is typed as.
         object.__setattr__(self, "betas", tuple(self.betas))
         for name in ("width", "depth", "train_steps", "sampler_steps", "dim_t", "batch_size", "sample_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SynthERConfig.{name} must be an integer >= 1, got {value!r}.")
+            check_int(f"SynthERConfig.{name}", getattr(self, name), numpy=False)
         self.check_precisions()
         # Build every part once so a bad value fails here, with the part's own message, not in fit().
         self.schedule()

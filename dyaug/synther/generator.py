@@ -26,6 +26,7 @@ from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.training import train
 from dyaug.synther.config import SynthERConfig, resolve_config
 from dyaug.synther.rows import DataRange, RowLayout
+from dyaug.validation import check_int
 
 CHECKPOINT_KIND = "synther"
 
@@ -79,8 +80,7 @@ class SynthER:
     """
 
     def __init__(self, preset: str = "cpu", device: str | torch.device = "auto", seed: int = 0, **overrides: Any):
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+        check_int("seed", seed, 0, numpy=False)
         self.config: SynthERConfig = resolve_config(preset, overrides)
         self.preset = preset
         self.device = resolve_device(device)
@@ -180,11 +180,9 @@ class SynthER:
         model that was saved. Same seed and ``batch_size``, same samples on the CPU.
         """
         model = self.model
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be an integer >= 1 (how many transitions to generate), got {n!r}.")
+        check_int("n", n, hint="how many transitions to generate")
         batch_size = self.config.sample_batch_size if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        check_int("batch_size", batch_size)
         if seed is None:
             seed = int(np.random.SeedSequence([self.seed, self._sample_calls]).generate_state(1, np.uint64)[0] >> 1)
             self._sample_calls += 1

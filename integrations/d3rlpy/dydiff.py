@@ -39,6 +39,7 @@ from dyaug.device import resolve_device
 from dyaug.dydiff.checkpoint import write_directory
 from dyaug.dydiff.generator import DyDiff
 from dyaug.dydiff.phases import PHASE_METRICS, PhaseReport, RolloutPhases, is_fitted, resolve_phase_settings
+from dyaug.validation import check_int
 
 __all__ = ["D3rlpyPolicy", "DyDiffAugmenter", "DyDiffReplayBuffer"]
 
@@ -242,8 +243,7 @@ class DyDiffAugmenter:
         the model buffer.
         """
         for name, value in (("n_steps", n_steps), ("n_steps_per_epoch", n_steps_per_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+            check_int(name, value, numpy=False)
         if n_steps < n_steps_per_epoch:
             raise ValueError(
                 f"n_steps={n_steps} is less than one epoch of n_steps_per_epoch={n_steps_per_epoch}, so d3rlpy would "

@@ -14,6 +14,7 @@ from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffe
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dyaug.synther import SynthER
+from dyaug.validation import check_int
 
 __all__ = ["SynthERCallback"]
 
@@ -51,8 +52,7 @@ class SynthERCallback(BaseCallback):
     ) -> None:
         super().__init__(verbose=verbose)
         for name, value in (("retrain_every", retrain_every), ("n_samples", n_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+            check_int(name, value, numpy=False)
         self.retrain_every = retrain_every
         self.n_samples = n_samples
         self.preset = preset

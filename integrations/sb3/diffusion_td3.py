@@ -38,6 +38,7 @@ from dyaug.actors.batch import TransitionBatch
 from dyaug.actors.critics import soft_update_
 from dyaug.actors.diffusion_ql import SELECTIONS, DiffusionPolicy, dql_actor_loss, dql_critic_loss, select_actions
 from dyaug.diffusion.ema import EMA
+from dyaug.validation import check_int
 
 __all__ = ["DiffusionActor", "DiffusionQLTD3", "DiffusionTD3Policy"]
 
@@ -198,8 +199,7 @@ class DiffusionTD3Policy(TD3Policy):
             raise ValueError(
                 f"{name}.evaluation_actor must be one of {sorted(EVALUATION_ACTORS)}, got {evaluation_actor!r}."
             )
-        if isinstance(n_action_samples, bool) or not isinstance(n_action_samples, int) or n_action_samples < 1:
-            raise ValueError(f"{name}.n_action_samples must be an integer >= 1, got {n_action_samples!r}.")
+        check_int(f"{name}.n_action_samples", n_action_samples, numpy=False)
         if not selection_temperature > 0:
             raise ValueError(f"{name}.selection_temperature must be > 0, got {selection_temperature}.")
         self.diffusion_kwargs = {

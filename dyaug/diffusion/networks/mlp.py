@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from dyaug.diffusion.networks.embeddings import NoiseLevelEmbedding, SinusoidalFeatures, checked_inputs
 from dyaug.diffusion.networks.mish import Mish, mish_
+from dyaug.validation import check_int
 
 CPU_CHUNK_ROWS = 512
 """Rows per chunk of CPU inference: a 512 x 256 float32 activation (512 KiB) and its temporaries stay in the L2
@@ -168,8 +169,7 @@ class RepeatedConditionDQLMLP:
     """
 
     def __init__(self, net: DQLMLP, cond: Tensor, repeats: int) -> None:
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}.")
+        check_int("repeats", repeats, numpy=False)
         if cond.ndim != 2 or cond.shape[1] != net.cond_dim:
             raise ValueError(f"DQLMLP needs cond of shape (B, {net.cond_dim}), got {tuple(cond.shape)}.")
         self.net, self.cond, self.repeats = net, cond, repeats
