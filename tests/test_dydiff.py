@@ -381,6 +381,13 @@ def test_same_seed_same_rollout_and_save_load_round_trip(fitted: DyDiff, starts:
         fitted.save(tmp_path / "other")
     with pytest.raises(ValueError, match="not a DyDiff checkpoint"):
         DyDiff.load(tmp_path / "other")
+    # sampling settings may change on load, training settings may not
+    fewer = DyDiff.load(path, device="cpu", sampler_steps=3, iterations=1)
+    assert (fewer.config.sampler_steps, fewer.config.iterations) == (3, 1)
+    assert fewer.config == dataclasses.replace(fitted.config, sampler_steps=3, iterations=1)
+    assert not _same(a, fewer.rollout(policy, starts, seed=7))
+    with pytest.raises(ValueError, match=r"only change sampling settings .* got \['horizon'\]"):
+        DyDiff.load(path, device="cpu", horizon=16)
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -51,6 +51,23 @@ class RolloutStats:
         return self.trajectories - self.kept
 
 
+SAMPLING_FIELDS = (
+    "sampler_steps",
+    "churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "sample_precision",
+    "sample_batch_size",
+    "iterations",
+    "average",
+    "filter",
+    "keep_fraction",
+    "temperature",
+)
+"""DyDiffConfig fields that :meth:`DyDiff.load` may replace: how to sample, not what was learned."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FittedDyDiff:
     """DyDiff's fitted models: the trajectory diffusion model, the single-step dynamics, the reward model and
@@ -336,16 +353,26 @@ class DyDiff:
         return write_directory(path, write)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> DyDiff:
-        """A generator saved by :meth:`save`, on ``device``; ``ValueError`` for a directory of another kind."""
+    def load(cls, path: str | Path, device: str | torch.device = "auto", **sampling: Any) -> DyDiff:
+        """A generator saved by :meth:`save`, on ``device``; ``ValueError`` for a directory of another kind.
+
+        ``sampling`` replaces settings that do not change the trained models (:data:`SAMPLING_FIELDS`), e.g.
+        ``DyDiff.load(path, sample_precision="bf16", sampler_steps=24)``; other fields raise ``ValueError``.
+        """
         path, device = Path(path), resolve_device(device)
+        fixed = sorted(set(sampling) - set(SAMPLING_FIELDS))
+        if fixed:
+            raise ValueError(
+                f"DyDiff.load can only change sampling settings {SAMPLING_FIELDS}, got {fixed}: the others were "
+                "fixed by training; fit a new generator to change them."
+            )
         if not (path / MAIN_FILE).is_file():
             raise ValueError(
                 f"{path} is not a DyDiff checkpoint directory (no {MAIN_FILE}); write one with DyDiff.save."
             )
         checkpoint = load_model(path / MAIN_FILE, CHECKPOINT_KIND, device=device)
         meta = checkpoint.meta
-        generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **checkpoint.config)
+        generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **{**checkpoint.config, **sampling})
         config = generator.config
         network = config.network(meta["obs_dim"] + meta["act_dim"]).to(device)
         network.load_state_dict(checkpoint.states["network"])
