@@ -18,6 +18,8 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
+from dyaug.metrics.returns import episode_returns, normalized_scores  # noqa: F401 (scripts import them from here)
+
 
 def machine(device: torch.device | None = None) -> str:
     """CPU model, count and the features that decide low-precision matmul speed (AVX-512 bf16/VNNI, AMX), the
@@ -203,21 +205,6 @@ def fit_offline(algo: Any, dataset: Any, n_steps: int) -> float:
     return time.perf_counter() - start
 
 
-def episode_returns(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> list[float]:
-    """Undiscounted returns of ``act`` (an observation -> an action) over ``episodes`` episodes of ``env``, reset
-    seeds ``10_000 * seed + episode``, so every policy evaluated with the same ``seed`` meets the same start states."""
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=10_000 * seed + episode)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
-
-
 def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
     """:func:`episode_returns` of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
     d3rlpy algorithm's ``predict``) in a fresh ``env_id`` environment."""
@@ -247,15 +234,6 @@ class Evaluate(BaseCallback):
             return self.model.predict(obs, deterministic=True)[0]
 
         return float(np.mean(episode_returns(self.env, act, self.episodes, self.seed)))
-
-
-def normalized_scores(env: str, returns: list[float]) -> list[float]:
-    """D4RL-normalised scores 100 (R - R_random) / (R_expert - R_random) with the forge catalog's reference
-    returns of ``env`` (a short name such as ``"hopper"`` or a Gymnasium id)."""
-    from dyaug.datasets.catalog import resolve_env
-
-    ref = resolve_env(env)
-    return [100 * (r - ref.ref_min_score) / (ref.ref_max_score - ref.ref_min_score) for r in returns]
 
 
 # ------------------------------------------------------------------------------------------- forge policies

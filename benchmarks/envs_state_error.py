@@ -2,6 +2,7 @@
 
     python benchmarks/envs_state_error.py              # DyDiff `cpu` preset (H = 32) on hopper/expert
     python benchmarks/envs_state_error.py --quick      # smoke test: tiny preset on hopper/expert-tiny, < 3 minutes
+    python benchmarks/envs_state_error.py --dataset hopper/medium --generator <a DyDiff fitted on the same split>
 
 Data: a forged dataset (``--dataset``), its episodes split 80/20 (seeded). A DyDiff generator (``--preset``) is
 fitted on the training episodes and served as :class:`dyaug.envs.LearnedModels` (cached under ``<out>/``).
@@ -92,6 +93,20 @@ def learned_models(
     return models, f"fitted in {time.perf_counter() - start:.0f} s, saved to `{path}`"
 
 
+def saved_models(path: Path, train: Transitions, env_id: str, device: torch.device) -> tuple[LearnedModels, str]:
+    """The models of a saved DyDiff, which must have been fitted on exactly the ``train`` split (e.g. by
+    ``dydiff_rollout_accuracy.py`` with the same dataset, ``--held-out`` and ``--seed``)."""
+    gen = DyDiff.load(path, device=device)
+    fitted_on = gen.model.training_data.get("n_transitions")
+    if fitted_on != len(train):
+        raise SystemExit(
+            f"{path} was fitted on {fitted_on} transitions, not on this split's {len(train)} training transitions; "
+            "pass the generator fitted on the same dataset, --held-out and --seed."
+        )
+    models = LearnedModels.from_dydiff(gen, env_id, start_states=train.observations)
+    return models, f"loaded from `{path}` (fitted on the same {len(train)} training transitions)"
+
+
 # ------------------------------------------------------------------------------------------ measurements
 def open_loop(models: LearnedModels, mode: str, starts: np.ndarray, actions: np.ndarray, seed: int) -> np.ndarray:
     """Observations ``(B, K + 1, obs_dim)`` of the models from ``starts`` under ``actions`` (B, K, act_dim), all
@@ -131,6 +146,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 10, 50, 100], help="steps after which to compare")
     parser.add_argument("--starts", type=int, default=100, help="held-out episodes to start from")
     parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument(
+        "--generator", type=Path, default=None, help="a saved DyDiff fitted on this split (default: fit --preset)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -152,9 +170,19 @@ def main() -> None:
 
     data, env_id, name = forged(args.dataset)
     train, held_out = split_episodes(data, args.held_out, args.seed)
-    models, how = learned_models(
-        train, env_id, preset=args.preset, diffusion=True, seed=args.seed, device=args.device, cache=args.out, tag=name
-    )
+    if args.generator is not None:
+        models, how = saved_models(args.generator, train, env_id, args.device)
+    else:
+        models, how = learned_models(
+            train,
+            env_id,
+            preset=args.preset,
+            diffusion=True,
+            seed=args.seed,
+            device=args.device,
+            cache=args.out,
+            tag=name,
+        )
     episodes = held_out.episode_slices()[: args.starts]
     starts = np.array(held_out.observations[[s.start for s in episodes]])
     policy, policy_text = forge_sac_policy(name, args.policy, args.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -33,7 +34,9 @@ def test_console_script_is_installed() -> None:
 
 
 def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.CaptureFixture[str]) -> None:
-    reports = run_demo(DemoConfig(train_steps=1000, n_samples=1000, device="cpu"))
+    result = run_demo(DemoConfig(train_steps=1000, n_samples=1000, rl_steps=0, device="cpu"))
+    reports = result.fidelity
+    assert result.scores == {}  # rl_steps=0 skips the offline RL part
     real, diffusion, gauss = reports["real (held out)"], reports["diffusion"], reports["gaussian fit"]
     assert real.median_state_error < 1e-5
     # Means, not medians: on ~700 transitions after few steps the medians come close (0.66-0.75 against 0.73
@@ -41,6 +44,18 @@ def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.C
     assert diffusion.mean_state_error < gauss.mean_state_error
     assert np.isfinite(diffusion.mean_reward_error)
     assert "gaussian fit" in capsys.readouterr().out
+
+
+def test_demo_trains_td3plusbc_on_three_arms_with_the_same_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    config = DemoConfig(train_steps=100, n_samples=300, rl_steps=100, dydiff_train_steps=30, eval_episodes=1)
+    result = run_demo(dataclasses.replace(config, device="cpu"))
+    assert list(result.scores) == ["real", "+ SynthER", "+ DyDiff"]
+    assert all(np.isfinite(v) for v in result.scores.values())
+    dydiff = result.fidelity["dydiff rollouts"]
+    assert len(dydiff) > 0 and dydiff.fraction_checkable > 0.9  # DyDiff's rollouts were checked in the simulator
+    table = capsys.readouterr().out.split("TD3PlusBC")[-1]
+    for arm, value in result.scores.items():
+        assert f"{arm:12s} {value:>10.1f}" in table
 
 
 def test_demo_options_are_the_demo_config_fields() -> None:

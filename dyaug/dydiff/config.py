@@ -21,7 +21,7 @@ from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
 from dyaug.presets import preset_config
 from dyaug.validation import check_int
 
-GIVEN_INPUTS = ("clean", "scaled")
+GIVEN_INPUTS = ("scaled", "clean")
 """How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""
 
 _MODEL_CONFIGS = {"dynamics": EnsembleConfig, "reward": RewardConfig, "terminal": TerminalConfig}
@@ -41,8 +41,8 @@ class DyDiffConfig(EDMHeunSettings):
     steps of short episodes are masked out. The EMA of the weights (``ema_decay``, ``ema_every``,
     ``ema_warmup``) generates.
 
-    ``given_input``: ``"clean"`` feeds s_0 and the actions to F as y / σ_data at every σ (dyaug's default, see
-    :mod:`dyaug.dydiff.trajectory_model`), ``"scaled"`` as c_in(σ) y like every other entry (the official code).
+    ``given_input``: ``"scaled"`` feeds s_0 and the actions to F as c_in(σ) y like every other entry (the official
+    code, the default); ``"clean"`` as y / σ_data at every σ (an option, see :mod:`dyaug.dydiff.trajectory_model`).
 
     Sampling: EDM's stochastic Heun sampler, ``sampler_steps`` steps with churn ``churn`` on σ in
     [``s_tmin``, ``s_tmax``] and noise inflation ``s_noise``, s_0 and the actions written back after every change
@@ -74,7 +74,7 @@ class DyDiffConfig(EDMHeunSettings):
     ema_every: int = 10
     ema_warmup: int = 100
     train_precision: Precision = "fp32"
-    given_input: str = "clean"
+    given_input: str = "scaled"
     churn: float = 60.0
     s_tmin: float = 0.3699
     s_tmax: float = 52.24

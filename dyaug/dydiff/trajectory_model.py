@@ -7,11 +7,11 @@ after every change of x, churn noise included (:class:`~dyaug.diffusion.Conditio
 the states only. (The official sampler does not write them back after adding the churn noise, so its network
 sees perturbed conditions at churned steps; its outputs are overwritten either way.)
 
-One deliberate deviation, ``DyDiffConfig.given_input = "clean"`` (the default): the given entries enter the
-network as y / σ_data at every σ rather than c_in(σ) y (:class:`~dyaug.diffusion.EDMDenoiser`'s
-``clean_input``). With c_in(σ) = 1/√(σ² + σ_data²) the official preconditioning shrinks the condition towards
-0 at the high noise levels where the trajectory's coarse shape is decided, and a model trained for a few
-thousand steps learns to ignore s_0 there. ``given_input="scaled"`` is the official input.
+An option, ``DyDiffConfig.given_input = "clean"``: the given entries enter the network as y / σ_data at every
+σ rather than c_in(σ) y (:class:`~dyaug.diffusion.EDMDenoiser`'s ``clean_input``). With c_in(σ) = 1/√(σ² + σ_data²)
+the official preconditioning (``"scaled"``, the default) shrinks the condition towards 0 at the high noise levels
+where a window's coarse shape is decided. On forged Hopper data the option gave no clear gain in rollout accuracy
+(benchmarks/RESULTS.md, DyDiff), so the default stays the official input.
 """
 
 from __future__ import annotations
