@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dyaug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="forge a small dataset, fit a transition diffusion model, check it in MuJoCo")
+    demo = sub.add_parser("demo", help="SynthER checked in MuJoCo, then TD3PlusBC alone, + SynthER, + DyDiff")
     _add_config_options(demo, DemoConfig)
     demo.set_defaults(func=_demo)
 

@@ -12,9 +12,12 @@ the scores show the pipeline working, not which arm is better (benchmarks/ measu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -107,7 +110,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     print(format_reports(reports))
     scores = {}
     if config.rl_steps > 0:
-        scores, dydiff_report = offline_rl(config, dataset, fit, synthetic)
+        with _quiet_d3rlpy():
+            scores, dydiff_report = offline_rl(config, dataset, fit, synthetic)
         reports["dydiff rollouts"] = dydiff_report
         print(f"\n{format_scores(scores, reports)}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s on {generator.device}")
@@ -167,6 +171,19 @@ def offline_rl(
         f"rollouts, {len(augmenter.reports)} phases ({time.perf_counter() - t1:.0f} s)"
     )
     return scores, dynamics_error(env_id, augmenter.synthetic.transitions())
+
+
+@contextlib.contextmanager
+def _quiet_d3rlpy() -> Iterator[None]:
+    """d3rlpy's per-epoch logs and its "models already built" warning off for the demo, restored after."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 def format_scores(scores: dict[str, float], reports: dict[str, FidelityReport]) -> str:
