@@ -18,7 +18,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
-from dyaug.metrics.returns import episode_returns, normalized_scores  # noqa: F401 (scripts import them from here)
+from dyaug.metrics.returns import episode_returns, evaluate_returns, normalized_scores  # noqa: F401 (scripts import them from here)
 
 
 def machine(device: torch.device | None = None) -> str:
@@ -203,15 +203,6 @@ def fit_offline(algo: Any, dataset: Any, n_steps: int) -> float:
         save_interval=10**9,
     )
     return time.perf_counter() - start
-
-
-def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
-    """:func:`episode_returns` of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
-    d3rlpy algorithm's ``predict``) in a fresh ``env_id`` environment."""
-    env = gym.make(env_id)
-    returns = episode_returns(env, lambda obs: act(obs[None].astype(np.float32))[0], episodes, seed)
-    env.close()
-    return returns
 
 
 class Evaluate(BaseCallback):

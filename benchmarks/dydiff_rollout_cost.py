@@ -58,7 +58,8 @@ def generator_path(args: argparse.Namespace) -> tuple[Path, str]:
     return path, f"fitted in {time.perf_counter() - start:.0f} s, saved to `{path}`"
 
 
-def phase_costs(args: argparse.Namespace, report: Report) -> None:
+def phase_costs(args: argparse.Namespace, report: Report) -> int:
+    """Section 1; returns the rows' size obs_dim + act_dim."""
     path, how = generator_path(args)
     data, _, name = forged(args.dataset)
     policy, policy_info = forge_sac_policy(name, "expert", args.device)
@@ -81,6 +82,7 @@ def phase_costs(args: argparse.Namespace, report: Report) -> None:
             f"{evaluations} | {args.batch} | {seconds:.1f} | {1e3 * seconds / args.batch:.1f} |"
         )
     report("\nTarget: the `cpu` preset's phase of 2048 trajectories in 60 s or less.")
+    return data.obs_dim + data.act_dim
 
 
 def paper_network_costs(args: argparse.Namespace, report: Report, transition_dim: int) -> None:
@@ -138,10 +140,9 @@ def main() -> None:
     report(f"## DyDiff rollout cost ({started})\n")
     report(f"- machine: {machine()}")
     report(f"- command: `python {' '.join(sys.argv)}`\n")
-    phase_costs(args, report)
+    transition_dim = phase_costs(args, report)
     if args.paper_batch > 0:
-        data, _, _ = forged(args.dataset)
-        paper_network_costs(args, report, data.obs_dim + data.act_dim)
+        paper_network_costs(args, report, transition_dim)
     report.save(args.out / "report.md")
 
 

@@ -20,13 +20,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from dyaug.data import Transitions
 from dyaug.device import Precision, resolve_device
 from dyaug.metrics import FidelityReport, dynamics_error
-from dyaug.metrics.returns import episode_returns, normalized_scores
+from dyaug.metrics.returns import evaluate_returns, normalized_scores
 from dyaug.synther import SynthER
 
 
@@ -139,10 +138,7 @@ def offline_rl(
         return d3rlpy.algos.TD3PlusBCConfig(observation_scaler=scaler).create(device=str(device))
 
     def score(algo: Any) -> float:
-        env = gym.make(env_id)
-        act = lambda obs: algo.predict(obs[None].astype(np.float32))[0]  # noqa: E731
-        returns = episode_returns(env, act, config.eval_episodes, config.seed)
-        env.close()
+        returns = evaluate_returns(algo.predict, env_id, config.eval_episodes, config.seed)
         return float(np.mean(normalized_scores(env_id, returns)))
 
     t0, steps, scores = time.perf_counter(), config.rl_steps, {}

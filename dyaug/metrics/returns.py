@@ -7,7 +7,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["episode_returns", "normalized_scores"]
+__all__ = ["episode_returns", "evaluate_returns", "normalized_scores"]
 
 
 def episode_returns(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> list[float]:
@@ -22,6 +22,15 @@ def episode_returns(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episo
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
+    return returns
+
+
+def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> list[float]:
+    """:func:`episode_returns` of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
+    d3rlpy algorithm's ``predict``) in a fresh ``env_id`` environment."""
+    env = gym.make(env_id)
+    returns = episode_returns(env, lambda obs: act(obs[None].astype(np.float32))[0], episodes, seed)
+    env.close()
     return returns
 
 
