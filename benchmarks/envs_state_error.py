@@ -19,6 +19,9 @@ loop, to :class:`dyaug.envs.LearnedDynamicsVectorEnv` in each mode, from the sam
   models are stepped with termination switched off).
 - one-step error: from every state the simulator reached before terminating, one model step with the
   simulator's action against the simulator's next state (a vector environment reset to all of them at once).
+- the diffusion mode's first step on ``--windows`` real held-out windows: given s_0 and a_0 only, the error at
+  t = 1 with each guess of the actions not taken yet (``dyaug.envs.ActionContinuations`` against a_0 repeated,
+  the mean action, and the true actions).
 
 Prints a markdown report (also ``<out>/report.md``) and writes the per-start errors to ``<out>/errors.npz``.
 """
@@ -43,7 +46,7 @@ import dyaug.datasets
 from dyaug import DyDiff, Transitions
 from dyaug.datasets.catalog import dataset_id, parse_dataset_id, resolve_env
 from dyaug.device import resolve_device
-from dyaug.dydiff import PRESETS
+from dyaug.dydiff import PRESETS, WindowIndex
 from dyaug.envs import LearnedDynamicsVectorEnv, LearnedModels
 from dyaug.metrics import SimulatedRollouts, simulate_policy
 from dyaug.models import DynamicsEnsemble, RewardModel, never_terminates
@@ -75,7 +78,8 @@ def learned_models(
     the preset's single-step settings), with the training observations as start states; loaded from ``cache``
     when this preset, data ``tag``, seed and ``overrides`` were fitted before."""
     config = dataclasses.replace(PRESETS[preset], **overrides)
-    key = json.dumps([config.to_dict(), diffusion, seed, tag, len(train)], sort_keys=True, default=str)
+    # "continuations": the diffusion mode's guess of the actions not taken yet is stored with the models
+    key = json.dumps([config.to_dict(), diffusion, seed, tag, len(train), "continuations"], sort_keys=True, default=str)
     kind, digest = "dydiff" if diffusion else "ensemble", hashlib.sha1(key.encode()).hexdigest()[:10]
     path = cache / f"models-{preset}-{kind}-{digest}"
     if path.is_dir():
@@ -83,7 +87,7 @@ def learned_models(
     start = time.perf_counter()
     if diffusion:
         gen = DyDiff(preset, device=device, seed=seed, **overrides).fit(train, env_id=env_id, progress=False)
-        models = LearnedModels.from_dydiff(gen, env_id, start_states=train.observations)
+        models = LearnedModels.from_dydiff(gen, env_id, start_states=train.observations, data=train)
     else:
         dynamics = DynamicsEnsemble.fit(train, config.model_config("dynamics"), seed=seed, device=device)
         reward = RewardModel.fit(train, config.model_config("reward"), seed=seed, device=device)
@@ -103,7 +107,7 @@ def saved_models(path: Path, train: Transitions, env_id: str, device: torch.devi
             f"{path} was fitted on {fitted_on} transitions, not on this split's {len(train)} training transitions; "
             "pass the generator fitted on the same dataset, --held-out and --seed."
         )
-    models = LearnedModels.from_dydiff(gen, env_id, start_states=train.observations)
+    models = LearnedModels.from_dydiff(gen, env_id, start_states=train.observations, data=train)
     return models, f"loaded from `{path}` (fitted on the same {len(train)} training transitions)"
 
 
@@ -137,6 +141,37 @@ def one_step_errors(models: LearnedModels, mode: str, truth: SimulatedRollouts, 
     return np.linalg.norm(predicted[:, 1] - targets, axis=1)
 
 
+def first_step_fills(
+    models: LearnedModels, train: Transitions, held_out: Transitions, n: int, seed: int
+) -> dict[str, np.ndarray]:
+    """‖ŝ_1 − s_1‖₂ of the trajectory model on ``n`` complete held-out windows given s_0 and a_0 only, for each
+    guess of the actions a_1..a_{H−1} not taken yet (the diffusion mode's first step)."""
+    model, continuations = models.trajectory_model, models.continuations
+    horizon, obs_dim = model.horizon, model.obs_dim
+    first = WindowIndex.of(held_out, horizon).complete()
+    first = np.sort(np.random.default_rng(seed).choice(first, size=min(n, len(first)), replace=False))
+    steps = first[:, None] + np.arange(horizon)[None, :]
+    to = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=models.device)  # noqa: E731
+    windows = to(np.concatenate([held_out.observations[steps], held_out.actions[steps]], axis=2))
+    a0 = windows[:, :1, obs_dim:]
+    fills = {
+        "a_0 repeated (the fill before)": a0.expand(-1, horizon - 1, -1),
+        "the data's mean action": to(train.actions.mean(axis=0)).expand(len(first), horizon - 1, -1),
+        "nearest real step's continuation (the environment's fill)": continuations(
+            model.normalizer.normalize(windows[:, 0])
+        )[:, : horizon - 1],
+        "the true actions (reference)": windows[:, 1:, obs_dim:],
+    }
+    known = torch.zeros_like(windows, dtype=torch.bool)
+    known[:, 0, :obs_dim], known[:, :, obs_dim:] = True, True
+    errors = {}
+    for name, guess in fills.items():
+        filled = torch.cat([windows[:, :, :obs_dim], torch.cat([a0, guess], dim=1)], dim=2)
+        states = model.inpaint_states(filled, known, generator=torch.Generator(models.device).manual_seed(seed))
+        errors[name] = (states[:, 1] - windows[:, 1, :obs_dim]).norm(dim=-1).cpu().numpy()
+    return errors
+
+
 # ------------------------------------------------------------------------------------------------ report
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -146,6 +181,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 10, 50, 100], help="steps after which to compare")
     parser.add_argument("--starts", type=int, default=100, help="held-out episodes to start from")
     parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument("--windows", type=int, default=256, help="held-out windows of the first-step fill check")
     parser.add_argument(
         "--generator", type=Path, default=None, help="a saved DyDiff fitted on this split (default: fit --preset)"
     )
@@ -219,6 +255,15 @@ def main() -> None:
             f"{mean_median(errors[f'{m} mdp'][:, k])} | {mean_median(errors[f'{m} all'][:, k])}" for m in MODES
         )
         report(f"| k = {k} (open loop) | {int(truth.reached[:, k].sum())} | {cells} |")
+    fills = first_step_fills(models, train, held_out, args.windows, args.seed)
+    report(
+        "\n**The diffusion mode's first step**: ‖ŝ_1 − s_1‖₂ of the trajectory model on complete held-out windows "
+        "given s_0 and a_0, with each guess of the actions not taken yet (mean / median (windows)):\n"
+    )
+    report("| actions a_1..a_{H-1} | error at t = 1 |")
+    report("|---|---:|")
+    for name, values in fills.items():
+        report(f"| {name} | {mean_median(values)} |")
     np.savez(args.out / "errors.npz", **{k.replace(" ", "_"): v for k, v in errors.items()})
     report.save(args.out / "report.md")
 

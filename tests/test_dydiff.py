@@ -140,6 +140,7 @@ def test_lazy_windows_equal_the_materialised_ones_with_padding_masked() -> None:
     np.testing.assert_array_equal(windows.numpy(), dense.states_actions())
     np.testing.assert_array_equal(valid[..., 0].numpy(), dense.mask)
     assert valid.sum() == 5 * 5 - 2  # the 3-step episode's window has 2 padded steps
+    np.testing.assert_array_equal(index.complete(), [0, 1, 2, 10])  # episodes at rows 0-6, 7-9, 10-14
     # A continuity break inside a flagged episode also ends a run: no window spans it.
     next_observations = t.next_observations.copy()
     next_observations[2] += 1.0

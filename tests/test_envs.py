@@ -18,6 +18,7 @@ import dyaug.datasets
 from dyaug import DyDiff
 from dyaug.data import Transitions
 from dyaug.envs import (
+    ActionContinuations,
     LearnedDynamicsVectorEnv,
     LearnedDynamicsWrapper,
     LearnedEnvConfig,
@@ -47,7 +48,7 @@ def models(data: Transitions) -> LearnedModels:
         dynamics=EnsembleConfig.from_preset("tiny", max_steps=100),
         reward=RewardConfig.from_preset("tiny", max_steps=100),
     ).fit(data, env_id=ENV_ID, progress=False)
-    return LearnedModels.from_dydiff(gen, ENV_ID, start_states=data.observations[:300])
+    return LearnedModels.from_dydiff(gen, ENV_ID, start_states=data.observations[:300], data=data)
 
 
 def _quiet_check(env: gym.Env) -> None:
@@ -74,11 +75,18 @@ def ends_above(limit: float):
     return lambda obs, act, next_obs: next_obs[:, 0] > limit
 
 
+class Identity:
+    @staticmethod
+    def normalize(x):
+        return x
+
+
 class RecordingWindows:
     """A trajectory model that records every window it is asked to inpaint and predicts s_{t+1} = s_t + 1."""
 
     horizon, obs_dim, act_dim = 4, 2, 1
     network = torch.nn.Linear(1, 1)
+    normalizer = Identity()
 
     def __init__(self) -> None:
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -138,20 +146,55 @@ def test_vector_env_autoresets_on_the_next_step() -> None:
 
 def test_diffusion_mode_inpaints_a_sliding_window_of_the_episode() -> None:
     recorder = RecordingWindows()
-    models = fake_models(termination=never_terminates, trajectory_model=recorder)
+    actions = [0.1 * (t + 1) for t in range(6)]
+    # the step (s_t, a_t) = ((t, t), a_t) of the episode below is followed, in these "data", by -(t + 1) - 0.01 i
+    keys = torch.tensor([[t, t, actions[t]] for t in range(6)])
+    following = torch.tensor([[[-(t + 1) - 0.01 * i] for i in range(1, 4)] for t in range(6)])
+    continuations = ActionContinuations(keys, following)
+    models = fake_models(termination=never_terminates, trajectory_model=recorder, continuations=continuations)
     env = LearnedDynamicsWrapper(SimulatorStub(models), models, mode="diffusion")
     env.reset(seed=0)
-    actions = [0.1 * (t + 1) for t in range(6)]
     states = [[0.0, 0.0]] + [env.step([a])[0].tolist() for a in actions]
     assert states == [[t, t] for t in range(7)]  # s_{t+1} is what the model put in row k
     for t, (windows, known) in enumerate(recorder.calls):
         k = min(t + 1, recorder.horizon - 1)  # known states in the window
         first = t + 1 - k
         expected_states = torch.tensor(states[first : t + 1], dtype=torch.float32)
-        expected_actions = torch.tensor(actions[first : t + 1] + [actions[t]] * (recorder.horizon - k))
+        guessed = following[t, : recorder.horizon - k, 0].tolist()  # the continuation of the nearest key
+        expected_actions = torch.tensor(actions[first : t + 1] + guessed)
         assert torch.equal(windows[0, :k, :2], expected_states), t
-        assert torch.allclose(windows[0, :, 2], expected_actions), t  # a_t held after the known steps
+        assert torch.allclose(windows[0, :, 2], expected_actions), t
         assert known[0, :, 2].all() and torch.equal(known[0, :, 0], torch.arange(4) < k), t
+
+
+def test_action_continuations_return_what_followed_the_nearest_real_step(
+    data: Transitions, models: LearnedModels
+) -> None:
+    model = models.trajectory_model
+    continuations = ActionContinuations.from_data(data, model, max_steps=10**6)
+    horizon = model.horizon
+    episode = next(s for s in data.episode_slices(contiguous=True) if s.stop - s.start >= horizon + 2)
+    steps = np.array([episode.start, episode.start + 1])
+    rows = np.concatenate([data.observations[steps], data.actions[steps]], axis=1)
+    guessed = continuations(model.normalizer.normalize(torch.as_tensor(rows)))
+    assert guessed.shape == (2, horizon - 1, 3) and continuations.length == horizon - 1
+    for row, step in enumerate(steps):
+        assert torch.equal(guessed[row], torch.tensor(data.actions[step + 1 : step + horizon]))
+    end = np.eye(5, dtype=np.float32)[4]
+    short = Transitions(
+        *(x[:5] for x in (data.observations, data.actions, data.rewards, data.next_observations)),
+        terminals=end,
+        timeouts=0 * end,
+    )
+    with pytest.raises(ValueError, match="no episode of the data has 8 steps"):
+        ActionContinuations.from_data(short, model)
+    narrow = dataclasses.replace(
+        data, observations=data.observations[:, :5], next_observations=data.observations[:, :5]
+    )
+    with pytest.raises(ValueError, match="pass the data the model was fitted on"):
+        ActionContinuations.from_data(narrow, model)
+    with pytest.raises(ValueError, match="needs continuations of 7 actions"):
+        dataclasses.replace(models, continuations=ActionContinuations(continuations.keys, continuations.actions[:, :3]))
 
 
 # ------------------------------------------------------------------------------------ fitted models
@@ -233,6 +276,8 @@ def test_checkpoint_serves_the_same_episodes_without_the_simulator(models: Learn
     assert loaded.observation_space == models.observation_space and loaded.action_space == models.action_space
     assert (loaded.env_id, loaded.max_episode_steps) == (ENV_ID, 1000)
     assert np.array_equal(loaded.start_states, models.start_states)
+    assert torch.equal(loaded.continuations.keys, models.continuations.keys)
+    assert torch.equal(loaded.continuations.actions, models.continuations.actions)
     assert loaded.termination.env_id == ENV_ID  # the known rule, stored by its id
     rebuilt = LearnedModels.for_env(ENV_ID, dynamics=loaded.dynamics, reward=loaded.reward)  # an ensemble alone
     assert rebuilt.termination.env_id == ENV_ID and rebuilt.trajectory_model is None
@@ -293,8 +338,8 @@ def test_bad_inputs_raise_named_errors(models: LearnedModels) -> None:
     envs.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         envs.step(np.full((2, 3), -1.01))
-    with pytest.raises(ValueError, match="needs a trajectory model"):
-        LearnedDynamicsWrapper(gym.make(ENV_ID), dataclasses.replace(models, trajectory_model=None), "diffusion")
+    with pytest.raises(ValueError, match="needs a trajectory model and its action continuations"):
+        LearnedDynamicsWrapper(gym.make(ENV_ID), dataclasses.replace(models, continuations=None), "diffusion")
     with pytest.raises(ValueError, match=r"needs LearnedModels\.start_states"):
         LearnedDynamicsWrapper(gym.make(ENV_ID), dataclasses.replace(models, start_states=None), reset_from="dataset")
     with pytest.raises(ValueError, match="no simulator"):

@@ -338,13 +338,10 @@ class DyDiff:
             save_model(
                 directory / MAIN_FILE,
                 CHECKPOINT_KIND,
-                modules={"network": traj.network},
                 config=self.config.to_dict(),
-                normalizer=traj.normalizer,
+                **traj.checkpoint_fields(),
                 preset=self.preset,
                 seed=self.seed,
-                obs_dim=traj.obs_dim,
-                act_dim=traj.act_dim,
                 termination=termination,
                 training_data=model.training_data,
                 training_losses=self.training_losses,
@@ -373,14 +370,9 @@ class DyDiff:
         checkpoint = load_model(path / MAIN_FILE, CHECKPOINT_KIND, device=device)
         meta = checkpoint.meta
         generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **{**checkpoint.config, **sampling})
-        config = generator.config
-        network = config.network(meta["obs_dim"] + meta["act_dim"]).to(device)
-        network.load_state_dict(checkpoint.states["network"])
         dynamics, reward, termination = load_models(path, meta["termination"], device)
         generator._model = FittedDyDiff(
-            trajectory_model=TrajectoryModel(
-                network.eval().requires_grad_(False), checkpoint.normalizer, meta["obs_dim"], meta["act_dim"], config
-            ),
+            trajectory_model=TrajectoryModel.from_checkpoint(checkpoint, generator.config, device),
             dynamics=dynamics,
             reward=reward,
             termination=termination,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.data.transitions import Transitions
 from dyaug.device import Precision
+from dyaug.diffusion.checkpoint import ModelCheckpoint
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import HeunSampler
@@ -52,6 +53,27 @@ class TrajectoryModel:
     obs_dim: int
     act_dim: int
     config: DyDiffConfig
+
+    def checkpoint_fields(self) -> dict[str, object]:
+        """What :func:`~dyaug.diffusion.checkpoint.save_model` needs to store this model (besides its kind and
+        config): the network, the normalizer and the sizes; :meth:`from_checkpoint` reads them back."""
+        return {
+            "modules": {"network": self.network},
+            "normalizer": self.normalizer,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: ModelCheckpoint, config: DyDiffConfig, device: torch.device
+    ) -> TrajectoryModel:
+        """The frozen model stored with :meth:`checkpoint_fields`, sampling with ``config`` (the stored one, or
+        the stored one with other sampling settings), on ``device``."""
+        obs_dim, act_dim = checkpoint.meta["obs_dim"], checkpoint.meta["act_dim"]
+        network = config.network(obs_dim + act_dim).to(device)
+        network.load_state_dict(checkpoint.states["network"])
+        return cls(network.eval().requires_grad_(False), checkpoint.normalizer, obs_dim, act_dim, config)
 
     @property
     def horizon(self) -> int:

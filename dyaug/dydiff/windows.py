@@ -63,6 +63,10 @@ class WindowIndex:
     def __len__(self) -> int:
         return int(self.first.shape[0])
 
+    def complete(self) -> np.ndarray:
+        """``first`` of the windows whose H steps all lie in their episode (no padding)."""
+        return self.first[self.first + self.horizon <= self.stop]
+
     def descriptors(self, device: torch.device | str) -> Tensor:
         """``(M, 2)`` float64 ``[first, stop]`` on ``device``."""
         return torch.from_numpy(np.stack([self.first, self.stop], axis=1).astype(np.float64)).to(device)

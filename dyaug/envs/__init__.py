@@ -2,6 +2,7 @@
 inside the dynamics ensemble or DyDiff's trajectory diffusion model fitted on a dataset."""
 
 from dyaug.envs.config import MODES, RESET_SOURCES, LearnedEnvConfig
+from dyaug.envs.continuations import ActionContinuations
 from dyaug.envs.models import LearnedModels
 from dyaug.envs.stepping import EnsembleNextState, LearnedMDP, NextState, WindowInpainting, uncertainty
 from dyaug.envs.vector import LearnedDynamicsVectorEnv
@@ -10,6 +11,7 @@ from dyaug.envs.wrapper import LearnedDynamicsWrapper, SimulatorStub
 __all__ = [
     "MODES",
     "RESET_SOURCES",
+    "ActionContinuations",
     "EnsembleNextState",
     "LearnedDynamicsVectorEnv",
     "LearnedDynamicsWrapper",

@@ -2,7 +2,8 @@
 
 - ``env.safetensors`` (kind ``"learned_env"``): the observation and action space bounds (float64 tensors, the
   dtypes in the metadata), the start states, the environment id, the episode length and the termination's
-  record, so that an environment can be served without the simulator installed;
+  record, so that an environment can be served without the simulator installed, and the action continuations
+  of the diffusion mode (``continuation_keys``, ``continuation_actions``) when the models have them;
 - ``dynamics.safetensors``, ``reward.safetensors`` and, for a learned termination, ``termination.safetensors``:
   written and read by :func:`dyaug.dydiff.checkpoint.save_models` / :func:`~dyaug.dydiff.checkpoint.load_models`;
 - ``trajectory.safetensors`` (kind ``"trajectory_model"``, only with a trajectory model): its EMA weights, its
@@ -22,9 +23,9 @@ from dyaug.diffusion.checkpoint import load_checkpoint, load_model, save_checkpo
 from dyaug.dydiff.checkpoint import check_savable, load_models, save_models, write_directory
 from dyaug.dydiff.config import DyDiffConfig
 from dyaug.dydiff.trajectory_model import TrajectoryModel
+from dyaug.envs.continuations import ActionContinuations
 from dyaug.envs.models import LearnedModels
 from dyaug.envs.spaces import box_from_tensors, box_tensors
-from dyaug.models.fitting import seeded_module
 
 ENV_FILE, TRAJECTORY_FILE = "env.safetensors", "trajectory.safetensors"
 ENV_KIND, TRAJECTORY_KIND = "learned_env", "trajectory_model"
@@ -40,16 +41,13 @@ def save_learned_models(path: str | Path, models: LearnedModels) -> Path:
         tensors = {**box_tensors("observation", models.observation_space), **box_tensors("action", models.action_space)}
         if models.start_states is not None:
             tensors["start_states"] = torch.from_numpy(models.start_states.copy())
+        if models.continuations is not None:
+            tensors["continuation_keys"] = models.continuations.keys.cpu()
+            tensors["continuation_actions"] = models.continuations.actions.cpu()
         traj = models.trajectory_model
         if traj is not None:
             save_model(
-                directory / TRAJECTORY_FILE,
-                TRAJECTORY_KIND,
-                modules={"network": traj.network},
-                config=traj.config.to_dict(),
-                normalizer=traj.normalizer,
-                obs_dim=traj.obs_dim,
-                act_dim=traj.act_dim,
+                directory / TRAJECTORY_FILE, TRAJECTORY_KIND, config=traj.config.to_dict(), **traj.checkpoint_fields()
             )
         meta: dict[str, Any] = {
             "kind": ENV_KIND,
@@ -75,6 +73,9 @@ def load_learned_models(path: str | Path, device: torch.device) -> LearnedModels
     tensors, meta = load_checkpoint(path / ENV_FILE, device="cpu", kind=ENV_KIND)
     dynamics, reward, termination = load_models(path, meta["termination"], device)
     start_states = tensors.get("start_states")
+    continuations = None
+    if "continuation_keys" in tensors:
+        continuations = ActionContinuations(tensors["continuation_keys"], tensors["continuation_actions"]).to(device)
     return LearnedModels(
         dynamics=dynamics,
         reward=reward,
@@ -82,6 +83,7 @@ def load_learned_models(path: str | Path, device: torch.device) -> LearnedModels
         observation_space=box_from_tensors("observation", tensors, meta["observation_dtype"]),
         action_space=box_from_tensors("action", tensors, meta["action_dtype"]),
         trajectory_model=_load_trajectory_model(path / TRAJECTORY_FILE, device) if meta["trajectory_model"] else None,
+        continuations=continuations,
         start_states=None if start_states is None else start_states.numpy(),
         env_id=meta["env_id"],
         max_episode_steps=meta["max_episode_steps"],
@@ -90,9 +92,4 @@ def load_learned_models(path: str | Path, device: torch.device) -> LearnedModels
 
 def _load_trajectory_model(path: Path, device: torch.device) -> TrajectoryModel:
     checkpoint = load_model(path, TRAJECTORY_KIND, device=device)
-    meta, config = checkpoint.meta, DyDiffConfig(**checkpoint.config)
-    network = seeded_module(lambda: config.network(meta["obs_dim"] + meta["act_dim"]), 0, device)
-    network.load_state_dict(checkpoint.states["network"])
-    return TrajectoryModel(
-        network.eval().requires_grad_(False), checkpoint.normalizer, meta["obs_dim"], meta["act_dim"], config
-    )
+    return TrajectoryModel.from_checkpoint(checkpoint, DyDiffConfig(**checkpoint.config), device)

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from dyaug.data.coerce import to_transitions
 from dyaug.device import resolve_device
 from dyaug.dydiff.rollout import Dynamics, RewardFn
 from dyaug.dydiff.trajectory_model import TrajectoryModel
+from dyaug.envs.continuations import ActionContinuations
 from dyaug.envs.spaces import check_box, checked_states
 from dyaug.models import TerminationFn, termination_rule
 from dyaug.validation import check_int
@@ -25,11 +27,12 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True, eq=False)
 class LearnedModels:
     """The learned MDP of one task: ``s' = dynamics.step(s, a)``, ``r = reward(s, a)``,
-    ``terminated = termination(s, a, s')``, optionally DyDiff's ``trajectory_model`` (for ``mode="diffusion"``),
-    and what an environment needs besides: the observation and action spaces, the states ``reset`` may start
-    from, the environment id and its episode length.
+    ``terminated = termination(s, a, s')``, optionally DyDiff's ``trajectory_model`` with the
+    ``continuations`` that guess the actions not taken yet (both needed by ``mode="diffusion"``), and what an
+    environment needs besides: the observation and action spaces, the states ``reset`` may start from, the
+    environment id and its episode length.
 
-    >>> models = LearnedModels.from_dydiff(DyDiff("cpu").fit(dataset), "Hopper-v5", start_states=obs)
+    >>> models = LearnedModels.from_dydiff(DyDiff("cpu").fit(dataset), "Hopper-v5", start_states=obs, data=dataset)
     >>> models.save("hopper-models"); models = LearnedModels.load("hopper-models")   # no simulator needed
 
     Any models following the protocols work (:class:`~dyaug.dydiff.Dynamics`, :class:`~dyaug.dydiff.RewardFn`,
@@ -43,6 +46,7 @@ class LearnedModels:
     observation_space: spaces.Box
     action_space: spaces.Box
     trajectory_model: TrajectoryModel | None = None
+    continuations: ActionContinuations | None = None
     start_states: np.ndarray | None = None
     env_id: str | None = None
     max_episode_steps: int | None = None
@@ -65,6 +69,20 @@ class LearnedModels:
                     f"the trajectory model is on {network_device} but the dynamics model on {self.device}; "
                     "load both on one device."
                 )
+        if self.continuations is not None:
+            self._check_continuations(self.continuations)
+
+    def _check_continuations(self, continuations: ActionContinuations) -> None:
+        if self.trajectory_model is None:
+            raise ValueError("continuations guess actions for the trajectory model; pass trajectory_model= too.")
+        _check_sizes("continuations", continuations, self.obs_dim, self.act_dim)
+        needed = self.trajectory_model.horizon - 1
+        if continuations.length < needed or continuations.keys.device != self.device:
+            raise ValueError(
+                f"the trajectory model's window needs continuations of {needed} actions on {self.device}, got "
+                f"{continuations.length} on {continuations.keys.device}; build them with "
+                "ActionContinuations.from_data(data, trajectory_model)."
+            )
 
     @property
     def obs_dim(self) -> int:
@@ -95,9 +113,10 @@ class LearnedModels:
 
     def __repr__(self) -> str:
         starts = "none" if self.start_states is None else len(self.start_states)
+        diffusion = self.trajectory_model is not None and self.continuations is not None
         return (
             f"LearnedModels(env_id={self.env_id!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
-            f"diffusion={self.trajectory_model is not None}, start_states={starts}, device={str(self.device)!r})"
+            f"diffusion={diffusion}, start_states={starts}, device={str(self.device)!r})"
         )
 
     @classmethod
@@ -109,6 +128,7 @@ class LearnedModels:
         reward: RewardFn,
         termination: TerminationFn | None = None,
         trajectory_model: TrajectoryModel | None = None,
+        continuations: ActionContinuations | None = None,
         start_states: Any = None,
     ) -> LearnedModels:
         """Models with the spaces, id and episode length of ``env``: an environment, or an id made once with
@@ -130,17 +150,22 @@ class LearnedModels:
             reward=reward,
             termination=termination,
             trajectory_model=trajectory_model,
+            continuations=continuations,
             start_states=start_states,
             **spaces_of,
         )
 
     @classmethod
     def from_dydiff(
-        cls, generator: DyDiff, env: gym.Env | str | None = None, *, start_states: Any = None
+        cls, generator: DyDiff, env: gym.Env | str | None = None, *, start_states: Any = None, data: Any = None
     ) -> LearnedModels:
         """The fitted models of a :class:`~dyaug.DyDiff` generator (shared, not copied), its termination
         included, with the spaces of ``env`` (see :meth:`for_env`); ``None``: the environment id of the
         generator's training data (a Minari dataset records it), ``ValueError`` when it records none.
+
+        ``data`` (what the generator was fitted on, in any form :meth:`DyDiff.fit` takes) gives the
+        :class:`~dyaug.envs.ActionContinuations` that ``mode="diffusion"`` needs; without it only
+        ``mode="ensemble"`` runs.
         """
         fitted = generator.model
         if env is None:
@@ -156,6 +181,9 @@ class LearnedModels:
             reward=fitted.reward,
             termination=fitted.termination,
             trajectory_model=fitted.trajectory_model,
+            continuations=None
+            if data is None
+            else ActionContinuations.from_data(to_transitions(data), fitted.trajectory_model),
             start_states=start_states,
         )
 

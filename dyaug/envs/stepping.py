@@ -62,24 +62,26 @@ class WindowInpainting:
 
     Before step t the window holds the known states ``s_{t−k+1..t}`` in rows ``0..k−1`` (k = min(t + 1, H − 1))
     and their actions; row k is ``s_{t+1}``. One sample of the model with every known state and every action
-    given (:meth:`~dyaug.dydiff.TrajectoryModel.inpaint_states`) yields row k. Actions after ``a_t`` are not
-    known yet; rows k.. hold ``a_t`` (the model was trained with every action given, so a clean guess keeps its
-    input in distribution; they reach row k only through the network's receptive field). Once the window is
-    full it slides by one step. For t < H − 1 the window starts at s_0 and the condition is the trained one
-    (s_0 and actions) plus the states generated so far, so each step is conditioned on the episode's own history
-    instead of on s_t alone (``benchmarks/envs_state_error.py`` measures what that does to k-step errors).
+    given (:meth:`~dyaug.dydiff.TrajectoryModel.inpaint_states`) yields row k. The model was trained with every
+    action of the window given, but actions after ``a_t`` are not known yet: rows k.. hold the real actions that
+    followed the data's step nearest to ``(s_t, a_t)`` (:class:`~dyaug.envs.ActionContinuations`), a real action
+    sequence that keeps the window close to the training data. Once the window is full it slides by one step.
+    For t < H − 1 the window starts at s_0 and the condition is the trained one (s_0 and actions) plus the states
+    generated so far, so each step is conditioned on the episode's own history instead of on s_t alone
+    (``benchmarks/envs_state_error.py`` measures what that does to k-step errors).
 
     Cost: one diffusion sample, ``2N − 1`` network evaluations on a ``(B, H, obs_dim + act_dim)`` batch, per
     step, whatever B is; a vector environment amortises it over its B episodes.
     """
 
     def __init__(self, models: LearnedModels, batch_size: int) -> None:
-        if models.trajectory_model is None:
+        if models.trajectory_model is None or models.continuations is None:
             raise ValueError(
-                "mode='diffusion' needs a trajectory model; build the models with LearnedModels.from_dydiff(...) "
-                "or use mode='ensemble'."
+                "mode='diffusion' needs a trajectory model and its action continuations; build the models with "
+                "LearnedModels.from_dydiff(generator, env, data=<the generator's training data>) or use "
+                "mode='ensemble'."
             )
-        self.model = models.trajectory_model
+        self.model, self.continuations = models.trajectory_model, models.continuations
         horizon, device = self.model.horizon, models.device
         self.states = torch.zeros(batch_size, horizon, models.obs_dim, device=device)
         self.actions = torch.zeros(batch_size, horizon, models.act_dim, device=device)
@@ -94,8 +96,12 @@ class WindowInpainting:
     def __call__(self, states: Tensor, actions: Tensor, generator: torch.Generator) -> Tensor:
         horizon, k = self.model.horizon, self.known
         self.actions[self._rows, k - 1] = actions
+        guessed = self.continuations(self.model.normalizer.normalize(torch.cat([states, actions], dim=-1)))
+        # row k + i (i >= 0) gets the continuation's action i: gather index clamp(step - k, 0) per row
+        following = (self._steps[None, :] - k[:, None]).clamp(min=0, max=self.continuations.length - 1)
+        guessed = guessed.gather(1, following[..., None].expand(-1, -1, self.actions.shape[-1]))
         held = (self._steps[None, :] >= k[:, None])[..., None]
-        self.actions = torch.where(held, actions[:, None, :], self.actions)
+        self.actions = torch.where(held, guessed, self.actions)
         known_states = (self._steps[None, :] < k[:, None])[..., None].expand_as(self.states)
         known = torch.cat([known_states, torch.ones_like(self.actions, dtype=torch.bool)], dim=-1)
         windows = torch.cat([self.states, self.actions], dim=-1)

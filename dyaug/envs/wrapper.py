@@ -90,7 +90,7 @@ class LearnedDynamicsWrapper(gym.Wrapper):
     (``reset_from``), or from ``options={"state": obs}``. Observations are returned in the observation space's
     dtype; the models see them as float32.
 
-    >>> models = LearnedModels.from_dydiff(gen, "Hopper-v5", start_states=data.observations)
+    >>> models = LearnedModels.from_dydiff(gen, "Hopper-v5", start_states=data.observations, data=data)
     >>> env = LearnedDynamicsWrapper(gym.make("Hopper-v5"), models, mode="ensemble")
     >>> SAC("MlpPolicy", env).learn(100_000)                                 # trained inside the models
     >>> env = LearnedDynamicsWrapper.from_checkpoint("hopper-models", "Hopper-v5")   # no simulator needed
