@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +49,7 @@ from common import (
     normalized_scores,
     quiet_d3rlpy,
     save_bar_chart,
+    stored_run,
 )
 from d3rlpy.preprocessing import StandardObservationScaler
 from dyaug.integrations.d3rlpy import DiffusionQLConfig, SRPOConfig, transitions_to_d3rlpy
@@ -84,13 +85,16 @@ ALGOS: dict[str, tuple[Callable[[str, int, argparse.Namespace], Any], int]] = {
 """name -> (build(task, seed, args), fit iterations per ``--steps``)."""
 
 
-def run_one(name: str, dataset: str, seed: int, buffer: Any, env: tuple[str, str], args: argparse.Namespace) -> dict:
+def run_one(
+    name: str, dataset: str, seed: int, buffer: Callable[[], Any], env: tuple[str, str], args: argparse.Namespace
+) -> dict:
+    """Train ``name`` on the d3rlpy buffer ``buffer()`` (built on first use) and evaluate it; the JSON record."""
     build, iterations_per_step = ALGOS[name]
     env_short, env_id = env
     task = "-".join(parse_dataset_id(dataset)[:2])
     algo = build(task, seed, args)
     iterations = iterations_per_step * args.steps
-    train_s = fit_offline(algo, buffer, iterations)
+    train_s = fit_offline(algo, buffer(), iterations)
     start = time.perf_counter()
     returns = evaluate_returns(algo.predict, env_id, args.episodes, seed)
     scores = normalized_scores(env_short, returns)
@@ -143,23 +147,18 @@ def main() -> None:
         env = (env_short, minari_dataset.env_spec.id)
         transitions = Transitions.from_minari(minari_dataset)
         sizes[dataset] = len(transitions)
-        buffer = None
+        buffer = functools.cache(lambda transitions=transitions: transitions_to_d3rlpy(transitions))
         for seed in args.seeds:
             for name in args.algos:
-                path = args.out / f"{dataset.replace('/', '_')}-{name}-seed{seed}.json"
-                if path.exists():
-                    results.append(json.loads(path.read_text()))
-                    continue
-                buffer = buffer or transitions_to_d3rlpy(transitions)
-                result = run_one(name, dataset, seed, buffer, env, args)
-                path.write_text(json.dumps(result))
-                results.append(result)
-                print(
-                    f"{dataset} {name:12s} seed {seed}: score {result['score']:6.1f} (train {result['train_s']:.0f} s, "
-                    f"eval {result['eval_s']:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
+                record = stored_run(
+                    args.out / f"{dataset.replace('/', '_')}-{name}-seed{seed}.json",
+                    functools.partial(run_one, name, dataset, seed, buffer, env, args),
+                    lambda r: (
+                        f"{r['dataset']} {r['algo']:12s} seed {r['seed']}: score {r['score']:6.1f} "
+                        f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s)"
+                    ),
                 )
+                results.append(record)
     report(args, results, sizes, started)
 
 

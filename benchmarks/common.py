@@ -3,10 +3,12 @@ how they report and plot results."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,20 @@ def machine(device: torch.device | None = None) -> str:
         f"{cpu} ({os.cpu_count()} logical CPUs; {features}){gpu}; python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
+
+
+def stored_run(path: Path, run: Callable[[], dict], line: Callable[[dict], str]) -> dict:
+    """The JSON record at ``path`` when an earlier run stored it, else ``run()``'s record, written there atomically
+    (a temporary file renamed onto ``path``) and summed up on stderr by ``line``: how an interrupted benchmark
+    resumes where it stopped."""
+    if path.exists():
+        return json.loads(path.read_text())
+    record = run()
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record))
+    partial.replace(path)
+    print(line(record), file=sys.stderr, flush=True)
+    return record
 
 
 def synchronize(device: torch.device) -> None:

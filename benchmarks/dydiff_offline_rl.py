@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import logging
 import statistics
 import sys
@@ -50,6 +50,7 @@ from common import (
     normalized_scores,
     quiet_d3rlpy,
     save_bar_chart,
+    stored_run,
 )
 from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
@@ -197,19 +198,15 @@ def main() -> None:
             generators = shared or Generators(dataset, slug, seed, args)
             for algo_name in args.algos:
                 for arm in args.arms:
-                    path = args.out / f"{slug}-{algo_name}-{arm}-seed{seed}.json"
-                    if path.exists():
-                        results.append(json.loads(path.read_text()))
-                        continue
-                    result = run_one(algo_name, arm, seed, real, generators, args)
-                    path.write_text(json.dumps(result))
-                    results.append(result)
-                    print(
-                        f"{slug} {algo_name:10s} {arm:8s} seed {seed}: score {result['score']:6.1f} "
-                        f"({result['train_s']:.0f} s)",
-                        file=sys.stderr,
-                        flush=True,
+                    record = stored_run(
+                        args.out / f"{slug}-{algo_name}-{arm}-seed{seed}.json",
+                        functools.partial(run_one, algo_name, arm, seed, real, generators, args),
+                        lambda r: (
+                            f"{r['dataset']} {r['algo']:10s} {r['arm']:8s} seed {r['seed']}: score "
+                            f"{r['score']:6.1f} ({r['train_s']:.0f} s)"
+                        ),
                     )
+                    results.append(record)
             if generators.info:
                 generator_info[(name, generators.seed)] = generators.info
     report(args, results, generator_info, sizes, started)

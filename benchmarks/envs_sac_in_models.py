@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import sys
 import time
 from pathlib import Path
@@ -35,7 +35,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import Evaluate, Report, machine, mean_spread, normalized_scores
+from common import Evaluate, Report, machine, mean_spread, normalized_scores, stored_run
 from envs_state_error import forged, learned_models
 from stable_baselines3 import SAC
 
@@ -110,13 +110,12 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for arm in args.arms:
-            path = args.out / f"{arm.replace(':', '_')}-seed{seed}.json"
-            if not path.exists():
-                result = run_arm(arm, seed, models, env_id, args)
-                path.write_text(json.dumps(result))
-                final = result["curve"][-1][1]
-                print(f"{arm:16s} seed {seed}: final {final:7.1f} ({result['seconds']:.0f} s)", file=sys.stderr)
-            results.append(json.loads(path.read_text()))
+            record = stored_run(
+                args.out / f"{arm.replace(':', '_')}-seed{seed}.json",
+                functools.partial(run_arm, arm, seed, models, env_id, args),
+                lambda r: f"{r['arm']:16s} seed {r['seed']}: final {r['curve'][-1][1]:7.1f} ({r['seconds']:.0f} s)",
+            )
+            results.append(record)
 
     report(f"## SB3 SAC inside learned models of `{name}`, evaluated in {env_id} ({started})\n")
     report(f"- machine: {machine()}")

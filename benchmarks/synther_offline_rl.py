@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from common import (
     normalized_scores,
     quiet_d3rlpy,
     save_bar_chart,
+    stored_run,
 )
 from dyaug.integrations.d3rlpy import SyntheticReplayBuffer, transitions_to_d3rlpy
 
@@ -66,10 +68,13 @@ def synthetic_for_seed(real: Transitions, args: argparse.Namespace, seed: int) -
     return synthetic, info
 
 
-def run_one(algo_name: str, mode: str, seed: int, real: Transitions, synthetic: Transitions, args) -> dict:
+def run_one(
+    algo_name: str, mode: str, seed: int, real: Transitions, synthetic: Callable[[], tuple[Transitions, dict]], args
+) -> dict:
+    """Train ``algo_name`` on ``mode``'s data (``synthetic()``: the seed's SynthER samples, made on first use)."""
     real_buffer = transitions_to_d3rlpy(real)
     ratio = MODES[mode]
-    buffer = real_buffer if ratio is None else SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=ratio)
+    buffer = real_buffer if ratio is None else SyntheticReplayBuffer(real_buffer, synthetic()[0], real_ratio=ratio)
     algo = d3rlpy_baseline(algo_name, seed)
     train_s = fit_offline(algo, buffer, args.steps)
     returns = evaluate_returns(algo.predict, args.env_id, args.episodes, seed)
@@ -119,23 +124,20 @@ def main() -> None:
     started = datetime.datetime.now().isoformat(timespec="seconds")
     results, generators = [], {}
     for seed in args.seeds:
-        synthetic = None
+        synthetic = functools.cache(functools.partial(synthetic_for_seed, real, args, seed))
         for algo_name in args.algos:
             for mode in args.modes:
-                path = args.out / f"{algo_name}-{mode}-seed{seed}.json"
-                if path.exists():
-                    results.append(json.loads(path.read_text()))
-                    continue
-                if synthetic is None and mode != "real":
-                    synthetic, generators[seed] = synthetic_for_seed(real, args, seed)
-                result = run_one(algo_name, mode, seed, real, synthetic, args)
-                path.write_text(json.dumps(result))
-                results.append(result)
-                print(
-                    f"{algo_name:10s} {mode:9s} seed {seed}: score {result['score']:6.1f} ({result['train_s']:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
+                record = stored_run(
+                    args.out / f"{algo_name}-{mode}-seed{seed}.json",
+                    functools.partial(run_one, algo_name, mode, seed, real, synthetic, args),
+                    lambda r: (
+                        f"{r['algo']:10s} {r['mode']:9s} seed {r['seed']}: score {r['score']:6.1f} "
+                        f"({r['train_s']:.0f} s)"
+                    ),
                 )
+                results.append(record)
+        if synthetic.cache_info().currsize:
+            generators[seed] = synthetic()[1]
     report(args, results, generators, started, len(real))
 
 

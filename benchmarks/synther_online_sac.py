@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import sys
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import Evaluate, machine, mean_spread
+from common import Evaluate, machine, mean_spread, stored_run
 from dyaug.integrations.sb3 import SynthERCallback, SyntheticReplayBuffer
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -102,16 +102,12 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for arm in args.arms:
-            path = args.out / f"{arm.replace(' ', '_')}-seed{seed}.json"
-            if not path.exists():
-                result = run_arm(arm, seed, args)
-                path.write_text(json.dumps(result))
-                print(
-                    f"{arm:20s} seed {seed}: final {result['final']:7.1f} ({result['seconds']:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            results.append(json.loads(path.read_text()))
+            record = stored_run(
+                args.out / f"{arm.replace(' ', '_')}-seed{seed}.json",
+                functools.partial(run_arm, arm, seed, args),
+                lambda r: f"{r['arm']:20s} seed {r['seed']}: final {r['final']:7.1f} ({r['seconds']:.0f} s)",
+            )
+            results.append(record)
     report(args, results, started)
 
 
