@@ -8,9 +8,9 @@ the window's later action rows need a guess. The guess here is the continuation 
 
 over real steps j with L more steps in their episode, in the trajectory model's normalised space (x̃ ∈ [-1, 1]
 per column). The guessed sequence is a real one that starts where the episode is, so the window stays close to
-the model's training data. On 256 held-out hopper/medium windows the model's error at t = 1, given s_0 and a_0,
-is 0.51-0.72 with this fill, 3.8-4.0 with a_0 repeated, and 0.36-0.52 with the true actions
-(benchmarks/envs_state_error.py and benchmarks/RESULTS.md).
+the model's training data. On 256 held-out hopper/medium windows, given s_0 and a_0, the 20k-step models' mean
+error at t = 1 is 0.53-0.72 with this fill, 3.9-4.0 with a_0 repeated and 0.39-0.53 with the true actions
+(``benchmarks/envs_state_error.py``; benchmarks/RESULTS.md, generative simulation).
 """
 
 from __future__ import annotations
