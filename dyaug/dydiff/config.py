@@ -193,7 +193,7 @@ PRESETS: dict[str, DyDiffConfig] = {
         reward="tiny",
         terminal="tiny",
     ),
-    # Tens of minutes on one CPU core (26-46 min on a shared core here): a 3-level U-Net of width 32 (1.0M
+    # Tens of minutes on one CPU core (26-69 min on a shared core here): a 3-level U-Net of width 32 (1.0M
     # parameters for Hopper) over 32-step windows, batch 64, 20k steps, and a 16-step sampler with DyDiff's churn
     # (31 network evaluations per iteration). 20k steps, not fewer: at 5k the model predicts the first step of a
     # held-out hopper/medium window worse than copying s_0 forward (mean error 2.97 against 1.39), at 20k it
