@@ -47,6 +47,7 @@ from dyaug import DyDiff, Transitions
 from dyaug.datasets.catalog import dataset_id, parse_dataset_id, resolve_env
 from dyaug.device import resolve_device
 from dyaug.dydiff import PRESETS, WindowIndex
+from dyaug.dydiff.trajectory_model import given_mask
 from dyaug.envs import LearnedDynamicsVectorEnv, LearnedModels
 from dyaug.metrics import SimulatedRollouts, simulate_policy
 from dyaug.models import DynamicsEnsemble, RewardModel, never_terminates
@@ -162,8 +163,7 @@ def first_step_fills(
         )[:, : horizon - 1],
         "the true actions (reference)": windows[:, 1:, obs_dim:],
     }
-    known = torch.zeros_like(windows, dtype=torch.bool)
-    known[:, 0, :obs_dim], known[:, :, obs_dim:] = True, True
+    known = given_mask(horizon, obs_dim, model.act_dim, models.device).expand_as(windows)  # s_0 and every action
     errors = {}
     for name, guess in fills.items():
         filled = torch.cat([windows[:, :, :obs_dim], torch.cat([a0, guess], dim=1)], dim=2)

@@ -129,8 +129,14 @@ def offline_rl(
     from dyaug.dydiff import DyDiff
     from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
-    env_id, device = dataset.env_spec.id, resolve_device(config.device)
-    quiet = {"show_progress": False, "logger_adapter": NoopAdapterFactory(), "save_interval": 10**9}
+    env_id, device, steps = dataset.env_spec.id, resolve_device(config.device), config.rl_steps
+    fit_args = {
+        "n_steps": steps,
+        "n_steps_per_epoch": steps,
+        "show_progress": False,
+        "logger_adapter": NoopAdapterFactory(),
+        "save_interval": 10**9,
+    }
 
     def td3plusbc() -> Any:
         d3rlpy.seed(config.seed)
@@ -141,15 +147,15 @@ def offline_rl(
         returns = evaluate_returns(algo.predict, env_id, config.eval_episodes, config.seed)
         return float(np.mean(normalized_scores(env_id, returns)))
 
-    t0, steps, scores = time.perf_counter(), config.rl_steps, {}
+    t0, scores = time.perf_counter(), {}
     real = td3plusbc()
-    real.fit(transitions_to_d3rlpy(fit), n_steps=steps, n_steps_per_epoch=steps, **quiet)
+    real.fit(transitions_to_d3rlpy(fit), **fit_args)
     scores["real"] = score(real)
     mixed = td3plusbc()
     with warnings.catch_warnings():  # SynthER rows carry no a'; TD3PlusBC never reads batch.next_actions
         warnings.filterwarnings("ignore", message="the synthetic Transitions have no next_actions")
         buffer = SyntheticReplayBuffer(transitions_to_d3rlpy(fit), synthetic, real_ratio=0.5)
-    mixed.fit(buffer, n_steps=steps, n_steps_per_epoch=steps, **quiet)
+    mixed.fit(buffer, **fit_args)
     scores["+ SynthER"] = score(mixed)
     print(f"[5/6] TD3PlusBC, {steps} steps on the real data and with SynthER ({time.perf_counter() - t0:.0f} s)")
 
@@ -160,7 +166,7 @@ def offline_rl(
     augmenter = DyDiffAugmenter(
         td3plusbc(), generator, preset="tiny", rollout_every=max(steps // 10, 1), rollout_batch=128, seed=config.seed
     )
-    augmenter.fit(fit, n_steps=steps, n_steps_per_epoch=steps, **quiet)
+    augmenter.fit(fit, **fit_args)
     scores["+ DyDiff"] = score(augmenter.algo)
     print(
         f"[6/6] DyDiff (H = {horizon}, {config.dydiff_train_steps} training steps) and TD3PlusBC with its "

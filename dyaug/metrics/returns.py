@@ -29,9 +29,10 @@ def evaluate_returns(act: Callable[[np.ndarray], np.ndarray], env_id: str, episo
     """:func:`episode_returns` of ``act`` (a ``(1, obs_dim)`` float32 batch -> a ``(1, act_dim)`` action batch, e.g. a
     d3rlpy algorithm's ``predict``) in a fresh ``env_id`` environment."""
     env = gym.make(env_id)
-    returns = episode_returns(env, lambda obs: act(obs[None].astype(np.float32))[0], episodes, seed)
-    env.close()
-    return returns
+    try:
+        return episode_returns(env, lambda obs: act(obs[None].astype(np.float32))[0], episodes, seed)
+    finally:
+        env.close()
 
 
 def normalized_scores(env: str, returns: list[float]) -> list[float]:
