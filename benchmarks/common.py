@@ -244,36 +244,30 @@ class Evaluate(BaseCallback):
 
 
 # ------------------------------------------------------------------------------------------- forge policies
-def forge_sac_policy(
+def forge_policy(
     dataset_name: str, checkpoint: str, device: torch.device
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """The forge's deterministic SAC actor of forged dataset ``dataset_name``'s run (``checkpoint``: ``"medium"``,
-    the one that collected ``medium``, or ``"expert"``, the best), π(s) = low + (tanh μ(s) + 1)(high − low)/2 as a
-    batched torch callable on raw observations on ``device``, and a description. The forge's SAC run cache supplies
-    it (a missing cache retrains SAC)."""
-    from dyaug.integrations.sb3.teacher import build_actor
-
+    """The forge teacher's deterministic actor of forged dataset ``dataset_name``'s run (``checkpoint``:
+    ``"medium"``, the one that collected ``medium``, or ``"expert"``, the best) as a batched torch callable on raw
+    observations on ``device``, and a description. The forge's run cache supplies it (a missing cache retrains)."""
     from dyaug.datasets.catalog import BUDGETS, parse_dataset_id, resolve_env
-    from dyaug.datasets.forge import sac_run, select_checkpoints
+    from dyaug.datasets.forge import select_checkpoints, teacher_run
 
     env, _, budget, seed = parse_dataset_id(dataset_name)
     fenv, plan = resolve_env(env), BUDGETS[budget]
-    medium, expert = select_checkpoints(sac_run(fenv, plan, seed), plan.medium_fraction)
+    run = teacher_run(fenv, plan, seed)
+    medium, expert = select_checkpoints(run, plan.medium_fraction)
     chosen = {"medium": medium, "expert": expert}[checkpoint]
-    actor = build_actor(fenv.env_id, chosen.state).to(device)
-    real = gym.make(fenv.env_id)
-    space = real.action_space
-    real.close()
-    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+    actor = chosen.policy
+    assert actor is not None
 
     @torch.no_grad()
     def policy(states: torch.Tensor) -> torch.Tensor:
-        mean, _, _ = actor.get_action_dist_params(states)
-        return low + 0.5 * (torch.tanh(mean) + 1.0) * (high - low)
+        actions = actor(states.detach().cpu().numpy())
+        return torch.as_tensor(actions, device=states.device)
 
     description = (
-        f"deterministic SAC actor of step {chosen.step} ({checkpoint} checkpoint, evaluated return "
+        f"deterministic {run.teacher['name']} actor of step {chosen.step} ({checkpoint} checkpoint, evaluated return "
         f"{chosen.mean_return:.1f}) of the forge's {fenv.short} run, seed {seed}, budget `{budget}`"
     )
     return policy, description

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Report, forge_sac_policy, machine, mean_median
+from common import Report, forge_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
@@ -353,7 +353,7 @@ def main() -> None:
     dataset = dyaug.datasets.load(args.dataset)
     env_id = dataset.env_spec.id
     train, test = split_episodes(Transitions.from_minari(dataset), args.held_out, args.seed)
-    policy, policy_text = forge_sac_policy(dataset.id, args.policy, args.device)
+    policy, policy_text = forge_policy(dataset.id, args.policy, args.device)
     gen, gen_text = dydiff_generator(args, train, env_id, dataset.id)
     horizon = gen.config.horizon
     iterations = args.iterations if args.iterations is not None else [gen.config.iterations]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Report, forge_sac_policy, machine, median_seconds
+from common import Report, forge_policy, machine, median_seconds
 from envs_state_error import forged
 
 from dyaug import DyDiff
@@ -62,7 +62,7 @@ def phase_costs(args: argparse.Namespace, report: Report) -> int:
     """Section 1; returns the rows' size obs_dim + act_dim."""
     path, how = generator_path(args)
     data, _, name = forged(args.dataset)
-    policy, policy_info = forge_sac_policy(name, "expert", args.device)
+    policy, policy_info = forge_policy(name, "expert", args.device)
     rng = np.random.default_rng(args.seed)
     starts = data.observations[rng.choice(len(data), args.batch, replace=len(data) < args.batch)]
     report(f"### 1. One rollout phase of {args.batch} trajectories\n")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Report, forge_sac_policy, machine, mean_median
+from common import Report, forge_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
@@ -221,7 +221,7 @@ def main() -> None:
         )
     episodes = held_out.episode_slices()[: args.starts]
     starts = np.array(held_out.observations[[s.start for s in episodes]])
-    policy, policy_text = forge_sac_policy(name, args.policy, args.device)
+    policy, policy_text = forge_policy(name, args.policy, args.device)
     k_max = max(args.k)
     truth = simulate_policy(env_id, starts, policy, k_max + 1, device=args.device)
     actions = truth.actions.astype(np.float32)

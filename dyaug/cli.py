@@ -1,4 +1,5 @@
-"""The ``dyaug`` command line: ``dyaug demo``, ``dyaug datasets forge|list``, ``dyaug fidelity``."""
+"""The ``dyaug`` command line: ``dyaug demo``, ``dyaug datasets forge|list|export|import|subset``,
+``dyaug fidelity``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _forge(args: argparse.Namespace) -> int:
     from dyaug.datasets import LEVELS, forge
 
-    overrides = {k: v for k, v in (("sac_steps", args.sac_steps), ("n_transitions", args.n_transitions)) if v}
+    chosen = (("teacher", args.teacher), ("teacher_steps", args.teacher_steps), ("n_transitions", args.n_transitions))
+    overrides = {k: v for k, v in chosen if v}
     levels = LEVELS if args.level == "all" else (args.level,)
     for level in levels:
         ds = forge(
@@ -54,6 +56,30 @@ def _list(args: argparse.Namespace) -> int:
     missing = [n for n in forgeable_names() if n not in have]
     if missing:
         print(f"\nnot forged yet (forged on first `dyaug.datasets.load`): {', '.join(missing)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dyaug.datasets import export_pack
+
+    path = export_pack(args.names, args.to)
+    print(f"{path}: {len(args.names)} dataset(s), {path.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dyaug.datasets import import_pack
+
+    for name in import_pack(args.pack, replace=args.replace):
+        print(f"imported {name}")
+    return 0
+
+
+def _subset(args: argparse.Namespace) -> int:
+    from dyaug.datasets import subset
+
+    ds = subset(args.name, args.fraction, seed=args.seed, dataset_id=args.dataset_id)
+    print(f"{ds.id}: {ds.total_steps} steps, {ds.total_episodes} episodes")
     return 0
 
 
@@ -98,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     forge.add_argument("level", help="random, medium, medium-replay, expert, medium-expert, or all")
     forge.add_argument("--budget", default="cpu", help="tiny, cpu (default) or d4rl")
     forge.add_argument("--seed", type=int, default=0)
-    forge.add_argument("--sac-steps", type=int, default=None, help="override the budget's SAC steps")
+    forge.add_argument("--teacher", default=None, help="override the budget's teacher (see dyaug.datasets.TEACHERS)")
+    forge.add_argument("--teacher-steps", type=int, default=None, help="override the budget's teacher steps")
     forge.add_argument("--n-transitions", type=int, default=None, help="override the size of rolled-out levels")
     forge.add_argument("--dataset-id", default=None, help="Minari id (required with overrides)")
     forge.add_argument("--overwrite", action="store_true")
@@ -106,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     lst = datasets.add_parser("list", help="list forged datasets in the local Minari store")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_list)
+    exp = datasets.add_parser("export", help="write local datasets into one pack file (with SHA-256 checksums)")
+    exp.add_argument("names", nargs="+", help="local Minari ids")
+    exp.add_argument("--to", required=True, help="the pack file to write")
+    exp.set_defaults(func=_export)
+    imp = datasets.add_parser("import", help="put the datasets of a pack into the local Minari store")
+    imp.add_argument("pack")
+    imp.add_argument("--replace", action="store_true", help="overwrite datasets that exist already")
+    imp.set_defaults(func=_import)
+    sub_ = datasets.add_parser("subset", help="a new dataset holding a random fraction of a dataset's episodes")
+    sub_.add_argument("name", help="a local Minari id or a forge name")
+    sub_.add_argument("fraction", type=float, help="share of the episodes to keep, e.g. 0.1")
+    sub_.add_argument("--seed", type=int, default=0)
+    sub_.add_argument("--dataset-id", default=None, help="Minari id of the new dataset (default: <name>-<p>pct-v0)")
+    sub_.set_defaults(func=_subset)
 
     fid = sub.add_parser("fidelity", help="check a dataset's transitions against the MuJoCo simulator")
     fid.add_argument("dataset", help="a local Minari id or a forge name such as hopper/medium")

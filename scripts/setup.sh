@@ -29,6 +29,6 @@ fi
 
 stamp=.venv/.dyaug-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  pip_install -e ".[dev,bench]"
+  pip_install -e ".[dev,bench,forge]"
   touch "$stamp"
 fi

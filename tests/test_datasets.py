@@ -36,8 +36,8 @@ def test_every_level_is_a_loadable_minari_dataset(env: str) -> None:
     me = forged["medium-expert"]
     assert len(me) == len(forged["medium"]) + len(forged["expert"])
     np.testing.assert_array_equal(me.observations[: len(forged["medium"])], forged["medium"].observations)
-    # medium-replay is SAC's own history: it starts with the random warm-up steps
-    assert len(forged["medium-replay"]) <= budget.sac_steps
+    # medium-replay is the teacher's own history: it starts with the random warm-up steps
+    assert len(forged["medium-replay"]) <= budget.teacher_steps
     acts = forged["random"].actions
     assert acts.min() >= -1.0 and acts.max() <= 1.0 and acts.std() > 0.4  # uniform on [-1, 1]: std 0.577
 
@@ -45,7 +45,7 @@ def test_every_level_is_a_loadable_minari_dataset(env: str) -> None:
 def test_forge_is_deterministic_for_a_seed(tmp_path, monkeypatch) -> None:
     first = Transitions.from_minari(dyaug.datasets.forge("hopper", "medium", budget="tiny", progress=False))
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "other-store"))
-    monkeypatch.setenv("DYAUG_HOME", str(tmp_path / "other-cache"))  # retrain SAC from scratch
+    monkeypatch.setenv("DYAUG_HOME", str(tmp_path / "other-cache"))  # retrain the teacher from scratch
     second = Transitions.from_minari(dyaug.datasets.forge("hopper", "medium", budget="tiny", progress=False))
     for name, value in first.as_dict().items():
         if value is not None:
@@ -79,11 +79,11 @@ def test_names_round_trip_and_bad_names_say_what_is_valid() -> None:
 
 
 def test_medium_is_the_first_checkpoint_at_a_third_of_the_expert() -> None:
-    from dyaug.integrations.sb3.teacher import ActorCheckpoint, SACRun
+    from dyaug.datasets.teachers import PolicyCheckpoint, TeacherRun
 
     returns = [-50.0, 100.0, 900.0, 1500.0, 2400.0, 1800.0]
-    ckpts = [ActorCheckpoint(1000 * (i + 1), r, 0.0, {}) for i, r in enumerate(returns)]
-    run = SACRun("Hopper-v5", 0, ckpts, None, 0.0, {})  # type: ignore[arg-type]
+    ckpts = [PolicyCheckpoint(1000 * (i + 1), float(i), float(i), r, 0.0, None) for i, r in enumerate(returns)]
+    run = TeacherRun("Hopper-v5", 0, {}, ckpts, None, None, 0.0, 6000)
     medium, expert = select_checkpoints(run, 1 / 3)
     assert expert.mean_return == 2400.0
     # target = -50 + (2400 + 50) / 3 = 766.7: the first checkpoint above it returns 900

@@ -31,24 +31,26 @@ ENVS: dict[str, ForgeEnv] = {
 
 @dataclasses.dataclass(frozen=True)
 class ForgeBudget:
-    """Sizes and training budget of one forge.
+    """Which teacher the forge trains, for how long, and how large the rolled-out levels are.
 
-    ``sac_steps`` environment steps of SAC (one gradient step each), evaluated every ``eval_every`` steps on
-    ``eval_episodes`` episodes. The expert is the best evaluated checkpoint; the medium policy is the first
-    checkpoint whose evaluated return reaches ``medium_fraction`` of the expert's. ``n_transitions`` is the
-    size of each rolled-out level (random, medium, expert).
+    ``teacher`` (a name of :data:`dyaug.datasets.teachers.TEACHERS`) trains for ``teacher_steps`` environment
+    steps, evaluated every ``eval_every`` steps on ``eval_episodes`` episodes; ``learning_starts`` (random steps
+    before the first update) overrides the teacher's own when set. The expert is the best evaluated checkpoint;
+    the medium policy is the first checkpoint whose evaluated return reaches ``medium_fraction`` of the
+    expert's. ``n_transitions`` is the size of each rolled-out level (random, medium, expert).
     """
 
-    sac_steps: int
-    learning_starts: int
+    teacher: str
+    teacher_steps: int
     eval_every: int
     eval_episodes: int
     n_transitions: int
+    learning_starts: int | None = None
     medium_fraction: float = 1.0 / 3.0
 
     def __post_init__(self) -> None:
-        if not (1 <= self.eval_every <= self.sac_steps):
-            raise ValueError(f"need 1 <= eval_every <= sac_steps, got {self.eval_every} and {self.sac_steps}.")
+        if not (1 <= self.eval_every <= self.teacher_steps):
+            raise ValueError(f"need 1 <= eval_every <= teacher_steps, got {self.eval_every} and {self.teacher_steps}.")
         if self.n_transitions < 1 or self.eval_episodes < 1:
             raise ValueError("n_transitions and eval_episodes must be at least 1.")
         if not (0.0 < self.medium_fraction < 1.0):
@@ -56,15 +58,17 @@ class ForgeBudget:
 
 
 BUDGETS: dict[str, ForgeBudget] = {
-    # seconds on 2 CPU cores: a smoke test of the whole pipeline
-    "tiny": ForgeBudget(sac_steps=1_000, learning_starts=500, eval_every=250, eval_episodes=1, n_transitions=2_000),
-    # about half an hour per environment on 2 CPU cores (SAC runs at 55-85 steps/s there)
+    # seconds on 2 CPU cores: a smoke test of the whole pipeline (SB3's SAC: no optional dependency)
+    "tiny": ForgeBudget(
+        teacher="sac", teacher_steps=1_000, learning_starts=500, eval_every=250, eval_episodes=1, n_transitions=2_000
+    ),
+    # chosen by benchmarks/forge_teachers.py: see benchmarks/RESULTS.md, "Forge"
     "cpu": ForgeBudget(
-        sac_steps=100_000, learning_starts=5_000, eval_every=5_000, eval_episodes=5, n_transitions=100_000
+        teacher="sbx-td3-b100", teacher_steps=1_000_000, eval_every=10_000, eval_episodes=5, n_transitions=100_000
     ),
     # D4RL's sizes (1M transitions per level, 1M SAC steps): for a GPU machine or a long night
     "d4rl": ForgeBudget(
-        sac_steps=1_000_000, learning_starts=10_000, eval_every=20_000, eval_episodes=10, n_transitions=1_000_000
+        teacher="sac", teacher_steps=1_000_000, eval_every=20_000, eval_episodes=10, n_transitions=1_000_000
     ),
 }
 

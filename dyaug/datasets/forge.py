@@ -1,11 +1,13 @@
 """Forge D4RL-style datasets locally from Gymnasium MuJoCo v5 environments and store them with Minari.
 
-Levels follow D4RL (Fu et al. 2020): ``random`` (uniform random actions), ``medium`` (rollouts of a SAC policy
-stopped at about a third of the expert's return), ``medium-replay`` (SAC's replay buffer up to that point),
-``expert`` (rollouts of the best SAC policy of the run) and ``medium-expert`` (medium and expert concatenated).
-One SAC run per (environment, budget, seed) serves every level; it is cached, so forging the five levels
-trains SAC once. Policies act stochastically (SAC's tanh-Gaussian) during rollouts, as the datasets of D4RL
-were collected; evaluation returns in the metadata are of the deterministic policy.
+Levels follow D4RL (Fu et al. 2020): ``random`` (uniform random actions), ``medium`` (rollouts of the teacher's
+policy stopped at about a third of the expert's return), ``medium-replay`` (everything the teacher collected up to
+that point), ``expert`` (rollouts of the best policy of the run) and ``medium-expert`` (medium and expert
+concatenated). One teacher run per (environment, budget, seed) serves every level; it is cached under a key of
+everything that changes it, so forging the five levels trains once. Policies act stochastically during rollouts
+(the teacher's own exploration: SAC's tanh-Gaussian, TD3's Gaussian noise), as the datasets of D4RL were
+collected; evaluation returns in the metadata are of the deterministic policy. The teachers live in
+:mod:`dyaug.datasets.teachers`.
 """
 
 from __future__ import annotations
@@ -32,14 +34,12 @@ from dyaug.datasets.catalog import (
     ForgeEnv,
     check_level,
     dataset_id,
-    parse_dataset_id,
     resolve_env,
 )
+from dyaug.datasets.teachers import PolicyCheckpoint, TeacherRun, get_teacher, train_teacher
 
 if TYPE_CHECKING:  # pragma: no cover
     from minari import MinariDataset
-
-    from dyaug.integrations.sb3.teacher import SACRun
 
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -66,12 +66,12 @@ def forge(
         env: ``"hopper"``, ``"halfcheetah"``, ``"walker2d"`` or their ``*-v5`` ids.
         level: one of ``random, medium, medium-replay, expert, medium-expert``.
         budget: ``"tiny"`` (seconds), ``"cpu"`` (default; minutes on 2 cores) or ``"d4rl"`` (D4RL sizes).
-        seed: seeds SAC, the rollouts and the environments; same seed, same dataset (on the same machine).
+        seed: seeds the teacher, the rollouts and the environments; same seed, same dataset (on the same machine).
         dataset_id: the Minari id; defaults to the canonical name (``dyaug/hopper/medium-v0``) and is required
             when ``overrides`` change the budget.
         overwrite: replace an existing dataset of that id; otherwise an existing one is returned as is.
-        overrides: fields of :class:`~dyaug.datasets.catalog.ForgeBudget` (``sac_steps``, ``n_transitions``,
-            ``eval_every``, ``eval_episodes``, ``learning_starts``, ``medium_fraction``).
+        overrides: fields of :class:`~dyaug.datasets.catalog.ForgeBudget` (``teacher``, ``teacher_steps``,
+            ``n_transitions``, ``eval_every``, ``eval_episodes``, ``learning_starts``, ``medium_fraction``).
     """
     import minari
 
@@ -119,41 +119,6 @@ def forge(
     )
 
 
-def load(name: str, *, progress: bool = True) -> MinariDataset:
-    """Open a local Minari dataset by id; a forgeable name that is not there yet is forged first.
-
-    ``name`` is any local Minari id, a forge name such as ``dyaug/hopper/medium-v0``, or the shorthand
-    ``hopper/medium``.
-    """
-    import minari
-
-    if name in minari.list_local_datasets():
-        return minari.load_dataset(name)
-    env, level, budget, seed = parse_dataset_id(name)
-    return forge(env, level, budget=budget, seed=seed, progress=progress)
-
-
-def list_datasets() -> list[dict[str, Any]]:
-    """The forged datasets in the local Minari store, with size and provenance summary."""
-    import minari
-
-    rows = []
-    for name, meta in sorted(minari.list_local_datasets().items()):
-        if not name.startswith("dyaug/"):
-            continue
-        prov = _provenance(meta)
-        rows.append(
-            {
-                "dataset_id": name,
-                "total_steps": meta.get("total_steps"),
-                "total_episodes": meta.get("total_episodes"),
-                "mean_episode_return": prov.get("mean_episode_return"),
-                "forge_seconds": prov.get("forge_seconds"),
-            }
-        )
-    return rows
-
-
 def forgeable_names(budget: str = "cpu", seed: int = 0) -> list[str]:
     return [dataset_id(e, lvl, budget, seed) for e in ENVS for lvl in LEVELS]
 
@@ -176,12 +141,11 @@ def _expert(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool) -> tup
 
 
 def _medium_replay(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool) -> tuple[Transitions, dict]:
-    run = sac_run(fenv, plan, seed, progress)
+    run = teacher_run(fenv, plan, seed, progress)
     medium, expert = select_checkpoints(run, plan.medium_fraction)
-    data = close_last_episode(run.replay[: medium.step])
-    info = _sac_provenance(run, medium, expert)
-    info["policy"] = f"SAC replay buffer up to step {medium.step} (the medium checkpoint)"
-    return data, info
+    info = _teacher_provenance(run, medium, expert)
+    info["policy"] = f"everything the teacher collected before step {medium.step} (the medium checkpoint)"
+    return run.replay_until(medium.step), info
 
 
 def _medium_expert(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool) -> tuple[Transitions, dict]:
@@ -204,94 +168,64 @@ assert set(_LEVEL_BUILDERS) == set(LEVELS)
 def _policy_rollout(
     fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool, *, which: str
 ) -> tuple[Transitions, dict]:
-    from dyaug.integrations.sb3.teacher import actor_actions, build_actor
-
-    run = sac_run(fenv, plan, seed, progress)
+    run = teacher_run(fenv, plan, seed, progress)
     medium, expert = select_checkpoints(run, plan.medium_fraction)
     ckpt = medium if which == "medium" else expert
-    actor = build_actor(fenv.env_id, ckpt.state)
+    policy = ckpt.policy
+    assert policy is not None
 
-    def sac_policy(obs: np.ndarray, rng: np.random.Generator, space: gym.spaces.Box) -> np.ndarray:
-        return actor_actions(actor, obs, space, rng.standard_normal(space.shape))
+    def explore(obs: np.ndarray, rng: np.random.Generator, space: gym.spaces.Box) -> np.ndarray:
+        return policy(obs, rng.standard_normal(space.shape))
 
     # the expert's rollouts use another seed stream than the medium's
     stream = seed + (0 if which == "medium" else 1_000_003)
-    data = rollout(fenv.env_id, sac_policy, plan.n_transitions, seed=stream, progress=progress, desc=which)
-    info = _sac_provenance(run, medium, expert)
-    info["policy"] = f"stochastic SAC actor of step {ckpt.step} ({which} checkpoint)"
+    data = rollout(fenv.env_id, explore, plan.n_transitions, seed=stream, progress=progress, desc=which)
+    info = _teacher_provenance(run, medium, expert)
+    info["policy"] = f"stochastic {run.teacher['name']} actor of step {ckpt.step} ({which} checkpoint)"
     return data, info
 
 
-# ----------------------------------------------------------------------------------------- SAC run cache
-def sac_run(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool = True) -> SACRun:
-    """The SAC run of (env, SAC budget, seed): loaded from the cache, or trained and cached."""
-    from dyaug.diffusion.checkpoint import load_checkpoint
-    from dyaug.integrations.sb3.teacher import ActorCheckpoint, SACRun, train_sac
+# ------------------------------------------------------------------------------------- teacher run cache
+def teacher_run(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool = True) -> TeacherRun:
+    """The teacher run of (env, budget, seed): loaded from the cache, or trained and cached.
 
-    sac_fields = {
-        "sac_steps": plan.sac_steps,
-        "learning_starts": plan.learning_starts,
+    The cache key covers everything that changes a run: the teacher and its settings, the budget's training
+    fields, the seed and the versions of the libraries that train and simulate."""
+    teacher = get_teacher(plan.teacher)
+    if plan.learning_starts is not None and not teacher.on_policy:
+        teacher = dataclasses.replace(teacher, settings={**teacher.settings, "learning_starts": plan.learning_starts})
+    identity = {
+        "env": fenv.env_id,
+        "teacher": teacher.describe(),
+        "teacher_steps": plan.teacher_steps,
         "eval_every": plan.eval_every,
         "eval_episodes": plan.eval_episodes,
+        "seed": seed,
+        "versions": _versions(_TEACHER_PACKAGES),
     }
-    key = hashlib.sha1(json.dumps(sac_fields, sort_keys=True).encode()).hexdigest()[:10]
-    path = dyaug_home() / "forge" / f"sac-{fenv.short}-{key}-seed{seed}.safetensors"
+    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    path = dyaug_home() / "forge" / f"{teacher.name}-{fenv.short}-seed{seed}-{key}.safetensors"
     if path.exists():
-        tensors, meta = load_checkpoint(path, kind="forge-sac-run")
-        arrays = {k: v.numpy() for k, v in tensors.items()}
-        checkpoints = [
-            ActorCheckpoint(
-                c["step"],
-                c["mean_return"],
-                c["std_return"],
-                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"ckpt{i}/")},
-            )
-            for i, c in enumerate(meta["checkpoints"])
-        ]
-        replay = Transitions(**{k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("replay/")})
-        return SACRun(meta["env_id"], meta["seed"], checkpoints, replay, meta["seconds"], meta["hyperparameters"])
-
-    run = train_sac(
+        return TeacherRun.load(path)
+    run = train_teacher(
         fenv.env_id,
-        total_steps=plan.sac_steps,
+        teacher,
+        total_steps=plan.teacher_steps,
         eval_every=plan.eval_every,
         eval_episodes=plan.eval_episodes,
-        learning_starts=plan.learning_starts,
         seed=seed,
         progress=progress,
     )
-    _save_run(path, run)
+    run.save(path)
     return run
 
 
-def _save_run(path: Path, run: SACRun) -> None:
-    import torch
-
-    from dyaug.diffusion.checkpoint import save_checkpoint
-
-    tensors = {f"replay/{k}": torch.from_numpy(np.array(v)) for k, v in run.replay.as_dict().items() if v is not None}
-    for i, c in enumerate(run.checkpoints):
-        tensors.update({f"ckpt{i}/{k}": torch.from_numpy(np.array(v)) for k, v in c.state.items()})
-    meta = {
-        "kind": "forge-sac-run",
-        "env_id": run.env_id,
-        "seed": run.seed,
-        "seconds": run.seconds,
-        "hyperparameters": run.hyperparameters,
-        "checkpoints": [
-            {"step": c.step, "mean_return": c.mean_return, "std_return": c.std_return} for c in run.checkpoints
-        ],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, tensors, meta)
-
-
-def select_checkpoints(run: SACRun, medium_fraction: float) -> tuple[Any, Any]:
+def select_checkpoints(run: TeacherRun, medium_fraction: float) -> tuple[PolicyCheckpoint, PolicyCheckpoint]:
     """``(medium, expert)``: the expert is the best evaluated checkpoint; the medium one is the first checkpoint
     whose evaluated return reaches ``medium_fraction`` of the expert's (measured above the first checkpoint's
     return, so a negative-return start does not make the target trivial)."""
     if not run.checkpoints:
-        raise ValueError("the SAC run holds no evaluated checkpoint; raise sac_steps or lower eval_every.")
+        raise ValueError("the teacher run holds no evaluated checkpoint; raise teacher_steps or lower eval_every.")
     expert = max(run.checkpoints, key=lambda c: c.mean_return)
     floor = min(0.0, run.checkpoints[0].mean_return)
     target = floor + medium_fraction * (expert.mean_return - floor)
@@ -299,17 +233,17 @@ def select_checkpoints(run: SACRun, medium_fraction: float) -> tuple[Any, Any]:
     return medium, expert
 
 
-def _sac_provenance(run: SACRun, medium: Any, expert: Any) -> dict[str, Any]:
+def _teacher_provenance(run: TeacherRun, medium: PolicyCheckpoint, expert: PolicyCheckpoint) -> dict[str, Any]:
     return {
-        "sac": {
-            "library": "stable-baselines3 SAC",
-            "hyperparameters": run.hyperparameters,
+        "teacher": {
+            **run.teacher,
             "train_seconds": round(run.seconds, 1),
+            "steps": run.steps,
             "medium_step": medium.step,
             "medium_eval_return": round(medium.mean_return, 2),
             "expert_step": expert.step,
             "expert_eval_return": round(expert.mean_return, 2),
-            "eval_curve": [[c.step, round(c.mean_return, 2)] for c in run.checkpoints],
+            "eval_curve": [[c.step, round(c.seconds, 1), round(c.mean_return, 2)] for c in run.checkpoints],
         }
     }
 
@@ -383,21 +317,25 @@ def _default_id(fenv: ForgeEnv, level: str, budget: str, seed: int) -> str:
     return dataset_id(fenv.short, level, budget, seed)
 
 
-def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
-    raw = meta.get("provenance")
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return {}
-    return raw if isinstance(raw, dict) else {}
+_DATASET_PACKAGES = ("dyaug", "numpy", "torch", "gymnasium", "mujoco", "minari", "stable-baselines3")
+_TEACHER_PACKAGES = (
+    "numpy",
+    "torch",
+    "gymnasium",
+    "mujoco",
+    "stable-baselines3",
+    "sb3-contrib",
+    "sbx-rl",
+    "jax",
+    "flax",
+)
 
 
-def _versions() -> dict[str, str]:
+def _versions(packages: tuple[str, ...] = _DATASET_PACKAGES) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("dyaug", "numpy", "torch", "gymnasium", "mujoco", "minari", "stable-baselines3"):
+    for pkg in packages:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
