@@ -10,8 +10,8 @@ evaluations are not counted) with one thread: the wall time it would take on an 
 beside it (wall times are stored too), evaluating the deterministic actor on 5 episodes every
 ``--eval-every`` steps (``--eval-every-on-policy`` for PPO, which takes 20-40x more steps per minute). Runs are
 stored under ``runs/forge_teachers/`` and skipped when present, so start one process per core with disjoint
-``--teachers`` lists. ``--speed`` times (CPU time, one thread) 2,000 steps after ``learning_starts`` random steps (one PPO rollout for
-PPO), the issue's protocol.
+``--teachers`` lists. ``--speed`` times (CPU time, one thread) 2,000 steps after the random warm-up steps and
+200 updates (PPO: after one rollout and its update).
 """
 
 from __future__ import annotations
