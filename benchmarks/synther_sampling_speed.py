@@ -160,13 +160,13 @@ def draw_rows(
     """``n`` normalised rows from one sampler call; the same seed draws the same noise for every variant."""
     denoiser = EDMDenoiser(variant.network, generator.config.schedule(), precision=variant.precision)
     noise = torch.Generator(device).manual_seed(seed)
-    shape = (n, generator.model.layout.dim)
+    shape = (n, generator.model.codec.model_dim)
     return sampler.sample(denoiser, generator.config.schedule(), shape, generator=noise, device=device)
 
 
 def to_transitions(generator: SynthER, rows: torch.Tensor) -> Transitions:
     model = generator.model
-    return model.layout.decode(model.normalizer.unnormalize(rows).cpu().numpy(), model.action_bounds)
+    return model.layout.decode(model.codec.decode(rows.cpu().numpy()), model.action_bounds)
 
 
 def check(env_id: str, samples: Transitions) -> dict[str, float]:

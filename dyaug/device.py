@@ -1,12 +1,26 @@
-"""Device and precision settings shared by every model in dyaug."""
+"""Device and precision settings shared by every model in dyaug.
+
+Precision ``"auto"`` is chosen by measurement, never by rule: whether bf16 matrix products beat fp32 depends on
+the chip (a GPU with tensor cores, a CPU with AMX or AVX-512 bf16: yes; a CPU that emulates bf16: no), and the
+development machines alone have measured both. The first time a process needs the choice for a device and a
+network width, :func:`resolve_precision` times a few products of that width in both precisions (a few hundred
+milliseconds), keeps the faster one for the rest of the process and logs it.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+from torch import nn
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
+ComputePrecision = Literal["fp32", "bf16"]
+_LOG = logging.getLogger("dyaug")
+_CHOICES: dict[tuple[str, int], tuple[ComputePrecision, float, float]] = {}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -25,11 +39,89 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+def autocast(device: torch.device, precision: ComputePrecision) -> torch.autocast:
     """Autocast context for network evaluations: bf16 matrix products, fp32 everywhere else.
 
-    ``precision="fp32"`` returns a disabled context, so callers can always write ``with autocast(...)``.
+    ``precision="fp32"`` returns a disabled context, so callers can always write ``with autocast(...)``;
+    resolve ``"auto"`` first with :func:`resolve_precision`.
     """
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
+        raise ValueError(f"precision must be 'fp32' or 'bf16' here, got {precision!r}; resolve 'auto' first.")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def resolve_precision(precision: Precision, device: torch.device | str, *, width: int = 1024) -> ComputePrecision:
+    """``precision`` itself when it is ``"fp32"`` or ``"bf16"``; for ``"auto"``, the faster of the two for
+    products of ``width`` x ``width`` matrices on ``device``, measured once per process, device and width
+    (:func:`precision_timings` tells what was measured)."""
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}.")
+    device = torch.device(device)
+    width = max(16, min(int(width), 4096))
+    key = (str(device), width)
+    if key not in _CHOICES:
+        fp32_s, bf16_s = _matmul_seconds(device, width)
+        choice: ComputePrecision = "bf16" if bf16_s < fp32_s else "fp32"
+        _CHOICES[key] = (choice, fp32_s, bf16_s)
+        _LOG.info(
+            "dyaug precision='auto' on %s (width %d): %s (fp32 %.2f ms, bf16 %.2f ms per product)",
+            device, width, choice, 1e3 * fp32_s, 1e3 * bf16_s,
+        )  # fmt: skip
+    return _CHOICES[key][0]
+
+
+def precision_timings() -> dict[str, dict[str, float | str]]:
+    """What ``precision="auto"`` measured and chose in this process, keyed ``"<device> width <w>"``."""
+    return {
+        f"{device} width {width}": {"choice": choice, "fp32_ms": 1e3 * fp32_s, "bf16_ms": 1e3 * bf16_s}
+        for (device, width), (choice, fp32_s, bf16_s) in _CHOICES.items()
+    }
+
+
+def network_width(net: nn.Module) -> int:
+    """The widest linear or convolution layer of ``net`` (its cost grows with the square of it)."""
+    widths = [
+        max(m.in_features, m.out_features) if isinstance(m, nn.Linear) else max(m.in_channels, m.out_channels)
+        for m in net.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d))
+    ]
+    return max(widths, default=256)
+
+
+def _matmul_seconds(device: torch.device, width: int) -> tuple[float, float]:
+    """Median seconds of one ``(rows x width) @ (width x width)`` product in fp32 and under bf16 autocast, rows
+    chosen for about 0.27 GFLOP per product on a CPU (a few ms) and 8192 on a GPU. A bf16 product whose first
+    run already takes 4x the fp32 median (CPUs that emulate bf16 run 10-300x slower) is not timed further."""
+    generator = torch.Generator(device).manual_seed(0)
+    rows = 8192 if device.type == "cuda" else max(32, min(2048, 2**27 // width**2))
+    a = torch.randn(rows, width, device=device, generator=generator)
+    b = torch.randn(width, width, device=device, generator=generator)
+
+    def timed(precision: ComputePrecision, give_up_s: float) -> float:
+        def product() -> None:
+            with torch.no_grad(), autocast(device, precision):
+                a @ b
+
+        return _median_seconds(product, device, budget_s=0.1, give_up_s=give_up_s)
+
+    fp32_s = timed("fp32", float("inf"))
+    return fp32_s, timed("bf16", 4 * fp32_s + 1e-3)
+
+
+def _median_seconds(fn: Callable[[], None], device: torch.device, budget_s: float, give_up_s: float) -> float:
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    first = run()  # warm-up (kernels load, caches fill)
+    if first > give_up_s:
+        return first
+    times: list[float] = []
+    while sum(times) < budget_s and len(times) < 50 or len(times) < 3:
+        times.append(run())
+    return sorted(times)[len(times) // 2]

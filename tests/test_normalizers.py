@@ -21,7 +21,7 @@ def _data(n: int = 4000, seed: int = 0) -> np.ndarray:
 
 def test_zscore_statistics_follow_synther():
     x = _data()
-    norm = ZScoreNormalizer.fit(x, skip=(3,))
+    norm = ZScoreNormalizer.fit(x, skip=(3,), relative_floor=0.0)
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(norm.shift, np.r_[x64[:, :3].mean(0), 0.0, 2.5], rtol=1e-13)
     np.testing.assert_allclose(norm.scale[:3], x64[:, :3].std(0, ddof=1) + 1e-5, rtol=1e-13)
@@ -37,7 +37,7 @@ def test_zscore_statistics_follow_synther():
 
 def test_minmax_maps_range_to_minus_one_one_and_keeps_constant_columns_finite():
     x = _data()
-    norm = MinMaxNormalizer.fit(x, skip=[3])
+    norm = MinMaxNormalizer.fit(x, skip=[3], relative_floor=0.0)
     z = norm.normalize(x.astype(np.float64))
     np.testing.assert_allclose(z[:, :3].min(0), -1.0, atol=1e-12)
     np.testing.assert_allclose(z[:, :3].max(0), 1.0, atol=1e-12)
@@ -46,6 +46,21 @@ def test_minmax_maps_range_to_minus_one_one_and_keeps_constant_columns_finite():
     np.testing.assert_allclose(z[:, 2], 2 * (x[:, 2] - low) / (high - low) - 1, atol=1e-12)
     np.testing.assert_array_equal(z[:, 4], 0.0)  # constant column maps to 0, no division by zero
     assert np.isfinite(z).all()
+
+
+@pytest.mark.parametrize("cls", [ZScoreNormalizer, MinMaxNormalizer])
+def test_nearly_constant_columns_get_a_floor_on_their_scale(cls):
+    x = _data()  # column 1: -100 ± 0.01, its spread far below 1% of its magnitude
+    norm = cls.fit(x, skip=(3,))
+    assert norm.scale[1] == pytest.approx(0.01 * np.abs(x[:, 1].astype(np.float64)).max(), rel=1e-4)
+    # a deviation of 0.1 (10 standard deviations of the data) is an input of about 0.1, not 10
+    z = norm.normalize(np.array([[3.0, x[:, 1].mean() + 0.1, 0.0, 1.0, 2.5]]))
+    assert abs(z[0, 1]) < 0.2
+    # columns with a normal spread (and the skipped flag) keep the papers' statistics exactly
+    plain = cls.fit(x, skip=(3,), relative_floor=0.0)
+    np.testing.assert_array_equal(norm.scale[[0, 2, 3]], plain.scale[[0, 2, 3]])
+    # a constant column: z-score floors it too (1% of 2.5), min-max keeps its scale of 1
+    assert norm.scale[4] == pytest.approx(0.025 + 1e-5 if cls is ZScoreNormalizer else 1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("cls", [ZScoreNormalizer, MinMaxNormalizer])

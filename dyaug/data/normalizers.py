@@ -4,10 +4,15 @@ Every normalizer is the affine map ``x̃ = (x − shift) / scale`` per feature (
 ``x = x̃ · scale + shift``. The subclasses differ only in how ``fit`` chooses ``shift`` and ``scale``:
 
 - :class:`ZScoreNormalizer` (SynthER, Lu et al. 2023, arXiv:2303.06614): ``shift = mean``,
-  ``scale = std (unbiased) + eps``;
+  ``scale = max(std (unbiased), floor) + eps``;
 - :class:`MinMaxNormalizer` (DyDiff, Zhao et al. 2024, arXiv:2405.19189):
-  ``x̃ = 2 (x − min) / (max − min) − 1``, i.e. ``shift = (max + min) / 2``, ``scale = (max − min) / 2``;
-  a constant column gets ``scale = 1`` so it maps to 0 instead of dividing by zero.
+  ``x̃ = 2 (x − min) / (max − min) − 1``, i.e. ``shift = (max + min) / 2``, ``scale = max((max − min) / 2,
+  floor)``; a constant column gets ``scale = 1`` so it maps to 0 instead of dividing by zero.
+
+The floor (a deviation from the documented statistics of both papers) is ``relative_floor · max |x|`` of the
+column: a nearly constant column (a goal coordinate with std 1e-4, say) would otherwise turn a deviation of
+1e-3 into an input of 10 standard deviations, which a downstream model extrapolates wildly. It binds only for
+columns whose spread is below 1% of their magnitude.
 
 Skipped dimensions (e.g. a terminal-flag column) get ``shift = 0`` and ``scale = 1``; ``(x − 0) / 1`` and
 ``x · 1 + 0`` are exact in floating point, so they pass through bit-exactly.
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+RELATIVE_FLOOR = 1e-2
 
 
 class Normalizer:
@@ -129,13 +135,20 @@ class ZScoreNormalizer(Normalizer):
     kind: ClassVar[str] = "zscore"
 
     @classmethod
-    def fit(cls, x: np.ndarray | torch.Tensor, skip: Iterable[int] = (), eps: float = 1e-5) -> ZScoreNormalizer:
-        """Statistics of ``x`` (N, D), N ≥ 2, computed in float64; dimensions in ``skip`` pass through."""
+    def fit(
+        cls,
+        x: np.ndarray | torch.Tensor,
+        skip: Iterable[int] = (),
+        eps: float = 1e-5,
+        relative_floor: float = RELATIVE_FLOOR,
+    ) -> ZScoreNormalizer:
+        """Statistics of ``x`` (N, D), N ≥ 2, computed in float64; dimensions in ``skip`` pass through. The
+        scale is at least ``relative_floor · max |x|`` per column (see the module docstring)."""
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}.")
         data, skipped = _fit_inputs(cls.__name__, x, skip, min_rows=2)
         shift = data.mean(axis=0)
-        scale = data.std(axis=0, ddof=1) + eps
+        scale = np.maximum(data.std(axis=0, ddof=1), _floor(data, relative_floor)) + eps
         return cls(np.where(skipped, 0.0, shift), np.where(skipped, 1.0, scale))
 
 
@@ -148,14 +161,23 @@ class MinMaxNormalizer(Normalizer):
     kind: ClassVar[str] = "minmax"
 
     @classmethod
-    def fit(cls, x: np.ndarray | torch.Tensor, skip: Iterable[int] = ()) -> MinMaxNormalizer:
-        """Range of ``x`` (N, D), N ≥ 1, computed in float64; dimensions in ``skip`` pass through."""
+    def fit(
+        cls, x: np.ndarray | torch.Tensor, skip: Iterable[int] = (), relative_floor: float = RELATIVE_FLOOR
+    ) -> MinMaxNormalizer:
+        """Range of ``x`` (N, D), N ≥ 1, computed in float64; dimensions in ``skip`` pass through. The half range
+        is at least ``relative_floor · max |x|`` per column (see the module docstring)."""
         data, skipped = _fit_inputs(cls.__name__, x, skip, min_rows=1)
         low, high = data.min(axis=0), data.max(axis=0)
         half_range = (high - low) / 2.0
         shift = (high + low) / 2.0
-        scale = np.where(half_range > 0, half_range, 1.0)
+        scale = np.where(half_range > 0, np.maximum(half_range, _floor(data, relative_floor)), 1.0)
         return cls(np.where(skipped, 0.0, shift), np.where(skipped, 1.0, scale))
+
+
+def _floor(data: np.ndarray, relative_floor: float) -> np.ndarray:
+    if not relative_floor >= 0:
+        raise ValueError(f"relative_floor must be >= 0, got {relative_floor}.")
+    return relative_floor * np.abs(data).max(axis=0)
 
 
 def _fit_inputs(

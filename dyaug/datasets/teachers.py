@@ -255,9 +255,7 @@ class TeacherRun:
                 own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
                 policy = MLPPolicy.from_state(own, c["policy"])
             checkpoints.append(
-                PolicyCheckpoint(
-                    c["step"], c["seconds"], c["cpu_seconds"], c["mean_return"], c["std_return"], policy
-                )
+                PolicyCheckpoint(c["step"], c["seconds"], c["cpu_seconds"], c["mean_return"], c["std_return"], policy)
             )
         replay_fields = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("replay/")}
         replay = Transitions(**replay_fields) if replay_fields else None

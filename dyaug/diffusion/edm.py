@@ -13,7 +13,7 @@ from typing import get_args
 import torch
 from torch import Tensor, nn
 
-from dyaug.device import Precision, autocast
+from dyaug.device import ComputePrecision, Precision, autocast, network_width, resolve_precision
 from dyaug.diffusion.conditioning import Condition, check_n_steps, network_output, per_sample
 
 
@@ -93,8 +93,9 @@ class EDMDenoiser(nn.Module):
     """D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma), cond) (EDM Eq. 7).
 
     ``net`` is F with the seam ``net(x, noise_level, cond)``; it runs under
-    :func:`dyaug.device.autocast` with ``precision``, while the preconditioning stays in x's dtype
-    (fp32 or fp64) and F's output is cast back to it, so a sampler's state never leaves fp32.
+    :func:`dyaug.device.autocast` with ``precision`` (``"auto"``: the faster of fp32 and bf16 on the network's
+    device for its width, see :func:`dyaug.device.resolve_precision`), while the preconditioning stays in x's
+    dtype (fp32 or fp64) and F's output is cast back to it, so a sampler's state never leaves fp32.
 
     ``clean_input`` (bool, broadcastable to x; None = none) marks entries that hold clean, noise-free values
     (the given entries of a conditional model, see :class:`~dyaug.diffusion.Condition`). They enter F as
@@ -120,7 +121,8 @@ class EDMDenoiser(nn.Module):
         self.schedule = schedule
         if clean_input is not None and (not isinstance(clean_input, Tensor) or clean_input.dtype != torch.bool):
             raise TypeError("clean_input must be a bool tensor (True = clean entry) or None.")
-        self.precision: Precision = precision
+        device = next(iter(net.parameters()), torch.empty(0)).device
+        self.precision: ComputePrecision = resolve_precision(precision, device, width=network_width(net))
         self.clean_input = clean_input
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:

@@ -73,13 +73,13 @@ class DyDiffConfig(EDMHeunSettings):
     ema_decay: float = 0.995
     ema_every: int = 10
     ema_warmup: int = 100
-    train_precision: Precision = "fp32"
+    train_precision: Precision = "auto"
     given_input: str = "scaled"
     churn: float = 60.0
     s_tmin: float = 0.3699
     s_tmax: float = 52.24
     s_noise: float = 1.002
-    sample_precision: Precision = "fp32"
+    sample_precision: Precision = "auto"
     sample_batch_size: int = 2048
     iterations: int = 2
     average: bool = True

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
+from dyaug.data.columns import Transform
 from dyaug.device import Precision
 from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.settings import EDMHeunSettings
@@ -36,6 +37,12 @@ class SynthERConfig(EDMHeunSettings):
     ``large_data_threshold`` transitions (the paper: 1024 from 800k on). ``train_precision`` is the autocast
     precision of F during training.
 
+    Rows (deviations from the paper, each an ablation in ``benchmarks/synther_levers.py``): with ``residual``
+    the s' block holds Δ = s' − s (see :class:`~dyaug.synther.rows.RowLayout`); ``transform`` (``"quantile"``
+    or ``"symlog"``, see :mod:`dyaug.data.columns`) is applied before the z-score to the columns
+    ``transform_columns`` selects (``"auto"``: sparse or heavy-tailed ones, ``"all"``). Constant columns are
+    always copied, never modelled.
+
     Sampling: EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1 network evaluations) and
     churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise`` (``churn=0``: the
     deterministic Algorithm 1); F evaluated in ``sample_precision`` (the sampler state stays fp32);
@@ -60,13 +67,16 @@ class SynthERConfig(EDMHeunSettings):
     ema_decay: float = 0.995
     ema_every: int = 10
     ema_warmup: int = 100
-    train_precision: Precision = "fp32"
+    train_precision: Precision = "auto"
     churn: float = 0.0
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
-    sample_precision: Precision = "fp32"
+    sample_precision: Precision = "auto"
     sample_batch_size: int = 10_000
+    residual: bool = False
+    transform: Transform = "none"
+    transform_columns: Literal["auto", "all"] = "auto"
 
     def __post_init__(self) -> None:
         # Lists come back from JSON (saved checkpoints); store the tuple the field is typed as.

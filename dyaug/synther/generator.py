@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from dyaug.data.coerce import ActionBounds, to_transitions
 from dyaug.data.coerce import action_bounds as infer_action_bounds
-from dyaug.data.normalizers import ZScoreNormalizer
+from dyaug.data.columns import ColumnCodec, ColumnTransform, ConstantColumns
 from dyaug.data.transitions import Transitions
-from dyaug.device import resolve_device
+from dyaug.device import precision_timings, resolve_device
 from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.training import train
@@ -49,10 +49,11 @@ class SampleStats:
 
 @dataclasses.dataclass(frozen=True)
 class FittedModel:
-    """A trained generator: the EMA network F, the row normalizer, and what post-processing needs."""
+    """A trained generator: the EMA network F, the row codec (constant columns, transforms, z-score), and what
+    post-processing needs."""
 
     network: nn.Module
-    normalizer: ZScoreNormalizer
+    codec: ColumnCodec
     layout: RowLayout
     action_bounds: ActionBounds
     data_range: DataRange
@@ -62,10 +63,12 @@ class FittedModel:
 class SynthER:
     """Synthetic Experience Replay (Lu et al. 2023): an unconditional EDM model of transitions.
 
-    Rows x = [s, a, r, s', terminal] are z-scored per column, x̃ = (x − μ)/(σ + 1e-5), except the terminal
-    flag, which stays 0/1; an EDM denoiser (see :class:`SynthERConfig`) is trained on x̃ and its EMA weights
-    generate new rows, which are un-normalised and post-processed (terminal thresholded at 0.5, actions
-    clipped to the action bounds; see :meth:`sample`).
+    Rows x = [s, a, r, s', terminal] (s' − s in place of s' with ``residual``) are z-scored per column,
+    x̃ = (x − μ)/(max(σ, floor) + 1e-5), except the terminal flag, which stays 0/1; constant columns are left
+    out of x̃ and copied back, and ``transform`` reshapes sparse or heavy-tailed columns first (see
+    :class:`~dyaug.data.columns.ColumnCodec`). An EDM denoiser (see :class:`SynthERConfig`) is trained on x̃
+    and its EMA weights generate new rows, which are decoded and post-processed (terminal thresholded at 0.5,
+    actions clipped to the action bounds; see :meth:`sample`).
 
     >>> gen = SynthER(preset="cpu").fit(minari_dataset)          # or Transitions, a d3rlpy/SB3 buffer
     >>> synthetic = gen.sample(100_000)                          # Transitions
@@ -117,17 +120,23 @@ class SynthER:
                 f"action_bounds have {bounds.low.shape[0]} dimensions but the actions {transitions.act_dim}; "
                 "pass (low, high) of the action space the data comes from."
             )
-        layout = RowLayout(transitions.obs_dim, transitions.act_dim)
+        config = self.config
+        layout = RowLayout(transitions.obs_dim, transitions.act_dim, residual=config.residual)
         rows = layout.encode(transitions)
-        normalizer = ZScoreNormalizer.fit(rows, skip=[layout.terminal_column])
+        codec = ColumnCodec.fit(
+            rows,
+            skip=[layout.terminal_column],
+            transform=config.transform,
+            transform_columns=config.transform_columns,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
-            network = self.config.network(layout.dim).to(self.device)
+            network = self.config.network(codec.model_dim).to(self.device)
         denoiser = EDMDenoiser(network, self.config.schedule(), precision=self.config.train_precision)
         result = train(
             lambda batch: edm_loss(denoiser, batch),
             network,
-            torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=self.device),
+            torch.as_tensor(codec.encode(rows), dtype=torch.float32, device=self.device),
             self.config.train_config(len(transitions)),
             seed=self.seed,
             progress=progress,
@@ -135,7 +144,7 @@ class SynthER:
         )
         self._model = FittedModel(
             network=result.ema.module,
-            normalizer=normalizer,
+            codec=codec,
             layout=layout,
             action_bounds=bounds,
             data_range=DataRange.of(rows, layout),
@@ -212,9 +221,9 @@ class SynthER:
             for start in range(0, n, batch_size):
                 size = min(batch_size, n - start)
                 x = sampler.sample(
-                    denoiser, schedule, (size, model.layout.dim), generator=generator, device=self.device
+                    denoiser, schedule, (size, model.codec.model_dim), generator=generator, device=self.device
                 )
-                parts.append(model.normalizer.unnormalize(x).cpu().numpy())
+                parts.append(model.codec.decode(x.cpu().numpy()))
                 bar.update(size)
         return np.concatenate(parts)
 
@@ -241,11 +250,14 @@ class SynthER:
             "config": self.config.to_dict(),
             "training_data": dict(model.training_data),
             "action_bounds_source": model.action_bounds.source,
+            "precision": precision_timings(),
+            "constant_columns": int(model.codec.constant.mask.sum()),
+            "transformed_columns": int(model.codec.transform.mask.sum()),
         }
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
-        """Write one atomic safetensors file (no pickle): EMA weights, config, normalizer, dimensions,
+        """Write one atomic safetensors file (no pickle): EMA weights, config, row codec, dimensions,
         action bounds, data range, seed and training record. :meth:`load` restores it exactly."""
         model = self.model
         return save_model(
@@ -253,7 +265,7 @@ class SynthER:
             CHECKPOINT_KIND,
             modules={"network": model.network},
             config=self.config.to_dict(),
-            normalizer=model.normalizer,
+            codec=model.codec.state(),
             preset=self.preset,
             seed=self.seed,
             obs_dim=model.layout.obs_dim,
@@ -275,12 +287,22 @@ class SynthER:
         checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
         meta = checkpoint.meta
         generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **checkpoint.config)
-        layout = RowLayout(meta["obs_dim"], meta["act_dim"])
-        network = generator.config.network(layout.dim).to(device)
+        layout = RowLayout(meta["obs_dim"], meta["act_dim"], residual=generator.config.residual)
+        if "codec" in meta:
+            codec = ColumnCodec.from_state(meta["codec"])
+        else:  # files written before constant columns and transforms: the normalizer was the whole codec
+            none = np.zeros(layout.dim, bool)
+            codec = ColumnCodec(
+                ConstantColumns(none, np.zeros(layout.dim)),
+                ColumnTransform(none, None),
+                checkpoint.normalizer,
+                (layout.terminal_column,),
+            )
+        network = generator.config.network(codec.model_dim).to(device)
         network.load_state_dict(checkpoint.states["network"])
         generator._model = FittedModel(
             network=network.eval().requires_grad_(False),
-            normalizer=checkpoint.normalizer,
+            codec=codec,
             layout=layout,
             action_bounds=ActionBounds(meta["action_low"], meta["action_high"], meta["action_bounds_source"]),
             data_range=DataRange(meta["data_low"], meta["data_high"], meta["data_checked"]),

@@ -16,10 +16,17 @@ from dyaug.data.transitions import Transitions
 
 @dataclasses.dataclass(frozen=True)
 class RowLayout:
-    """Column layout of a row: ``s`` (obs_dim), ``a`` (act_dim), ``r`` (1), ``s'`` (obs_dim), ``terminal`` (1)."""
+    """Column layout of a row: ``s`` (obs_dim), ``a`` (act_dim), ``r`` (1), ``s'`` (obs_dim), ``terminal`` (1).
+
+    With ``residual`` the s' block holds the change Δ = s' − s instead (a deviation from the paper, which models
+    s' itself): Δ is small and centred where s' is a near copy of s, and s' = s + Δ is rebuilt after sampling,
+    so a generated transition's state change is modelled directly rather than as the difference of two large,
+    independently generated vectors.
+    """
 
     obs_dim: int
     act_dim: int
+    residual: bool = False
 
     @property
     def dim(self) -> int:
@@ -38,9 +45,8 @@ class RowLayout:
                 f"the layout is ({self.obs_dim}, {self.act_dim}); use data of the same spaces."
             )
         t = transitions
-        return np.concatenate(
-            [t.observations, t.actions, t.rewards[:, None], t.next_observations, t.terminals[:, None]], axis=1
-        )
+        nxt = t.next_observations - t.observations if self.residual else t.next_observations
+        return np.concatenate([t.observations, t.actions, t.rewards[:, None], nxt, t.terminals[:, None]], axis=1)
 
     def decode(self, rows: np.ndarray, bounds: ActionBounds) -> Transitions:
         """Generated rows as :class:`Transitions`, post-processed (both are deviations from the official code):
@@ -52,11 +58,12 @@ class RowLayout:
             raise ValueError(f"rows must be shaped (N, {self.dim}) for this layout, got {rows.shape}.")
         o, a = self.obs_dim, self.act_dim
         terminals = (rows[:, -1] > 0.5).astype(np.float32)
+        nxt = rows[:, o + a + 1 : 2 * o + a + 1]
         return Transitions(
             observations=rows[:, :o],
             actions=np.clip(rows[:, o : o + a], bounds.low, bounds.high),
             rewards=rows[:, o + a],
-            next_observations=rows[:, o + a + 1 : 2 * o + a + 1],
+            next_observations=rows[:, :o] + nxt if self.residual else nxt,
             terminals=terminals,
             timeouts=np.zeros_like(terminals),
         )
