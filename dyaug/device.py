@@ -122,6 +122,6 @@ def _median_seconds(fn: Callable[[], None], device: torch.device, budget_s: floa
     if first > give_up_s:
         return first
     times: list[float] = []
-    while sum(times) < budget_s and len(times) < 50 or len(times) < 3:
+    while (sum(times) < budget_s and len(times) < 50) or len(times) < 3:
         times.append(run())
     return sorted(times)[len(times) // 2]
