@@ -418,3 +418,61 @@ def _probe_denoiser() -> EDMDenoiser:
 
 def _sample(shape=(2, 3), **kwargs) -> Tensor:
     return HeunSampler(n_steps=2).sample(_probe_denoiser(), EDMSchedule(), shape, **kwargs)
+
+
+# ------------------------------------------------------------------------- DPM-Solver++(2M) and the functions
+def test_dpmpp_2m_follows_the_probability_flow_of_a_gaussian_in_closed_form() -> None:
+    """For N(mu, cov) the probability-flow ODE is linear: x_0 = mu + Q diag(sqrt(lam/(lam + sigma_max^2))) Q^T
+    (x_T - mu). DPM-Solver++(2M) converges to it per sample at second order, ahead of Heun at equal evaluations."""
+    from dyaug.diffusion.samplers import DPMSolverSampler, dpmpp_2m, heun
+
+    exact = GaussianDenoiser(MU, COV)
+    schedule = EDMSchedule()
+    x_t = schedule.sigma_max * torch.randn(2_000, 3, generator=_gen())
+    scale = (exact.lam / (exact.lam + schedule.sigma_max**2)).sqrt()
+    truth = MU + ((x_t - MU) @ exact.q * scale) @ exact.q.T
+
+    def d(x: Tensor, sigma: float) -> Tensor:
+        return exact(x, sigma)
+
+    errors = {n: (dpmpp_2m(d, x_t, schedule.sigmas(n)) - truth).abs().max().item() for n in (24, 48)}
+    assert errors[24] < 0.15 and errors[48] < 0.3 * errors[24]  # second order: 4x smaller per doubling
+    # Heun at the same number of evaluations (12 steps, 23 evaluations) is several times further off
+    assert (heun(d, x_t, schedule.sigmas(12)) - truth).abs().max().item() > 3 * errors[24]
+    sampler = DPMSolverSampler(n_steps=48)
+    assert sampler.network_evaluations == 48
+    x = sampler.sample(_edm(exact), schedule, (N_SAMPLES, 3), generator=_gen())
+    torch.testing.assert_close(torch.cov(x.T), COV, rtol=0, atol=0.05)
+
+
+def test_dpmpp_2m_reproduces_a_gaussian_mixture_and_keeps_the_condition() -> None:
+    from dyaug.diffusion.samplers import DPMSolverSampler
+
+    weights, std = torch.tensor([0.5, 0.3, 0.2]), 0.3
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
+    x = DPMSolverSampler(n_steps=32).sample(
+        MixtureDenoiser(weights, means, std), EDMSchedule(), (N_SAMPLES, 2), generator=_gen()
+    )
+    mode = torch.cdist(x, means).argmin(1)
+    for k in range(3):
+        assert (mode == k).float().mean().item() == pytest.approx(weights[k].item(), abs=0.015)
+    value = 1.5
+    condition = Condition(mask=torch.tensor([True, False, False]), values=torch.tensor([value, 0.0, 0.0]))
+    y = DPMSolverSampler(n_steps=32).sample(
+        _edm(GivenAwareDenoiser(MU, COV)), EDMSchedule(), (N_SAMPLES, 3), condition=condition, generator=_gen()
+    )
+    assert (y[:, 0] == value).all()
+    mean = MU[1:] + COV[1:, 0] / COV[0, 0] * (value - MU[0])
+    torch.testing.assert_close(y[:, 1:].mean(0), mean, rtol=0, atol=0.03)
+
+
+def test_sampler_functions_let_gradients_through_when_asked() -> None:
+    """Guidance differentiates through the sampler: the functions make no no-grad decision of their own."""
+    from dyaug.diffusion.samplers import dpmpp_2m, heun
+
+    exact = GaussianDenoiser(MU, COV)
+    sigmas = EDMSchedule().sigmas(8)
+    for solve in (heun, dpmpp_2m):
+        x_t = (sigmas[0] * torch.randn(4, 3, generator=_gen())).requires_grad_(True)
+        solve(lambda x, sigma: exact(x, sigma), x_t, sigmas).sum().backward()
+        assert x_t.grad is not None and torch.isfinite(x_t.grad).all() and x_t.grad.abs().sum() > 0

@@ -1,14 +1,24 @@
-"""EDM's stochastic Heun sampler (Karras et al. 2022, arXiv 2206.00364, Algorithm 2).
+"""Samplers for EDM denoisers, in the manner of k-diffusion's ``sampling.py``: each sampler is a short function of
+``(denoiser, x, sigmas)`` that the reader can see whole, and a condition is one visible line, ``x = project(x)``.
 
-The sampler owns no network: it takes any denoiser ``D(x, sigma, cond)`` (e.g. :class:`EDMDenoiser`) and an
-:class:`EDMSchedule`, and runs the loop below with all noise levels precomputed as python floats.
+- :func:`heun`: EDM's stochastic Heun sampler (Karras et al. 2022, arXiv 2206.00364, Algorithm 2; ``churn=0`` is
+  the deterministic Algorithm 1), 2N − 1 network evaluations for N steps;
+- :func:`dpmpp_2m`: DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2), a deterministic
+  second-order multistep solver of the same ODE with one network evaluation per step.
+
+The functions take no gradient decision: they run under whatever autograd mode the caller chose, so guidance
+can differentiate through them. :class:`HeunSampler` and :class:`DPMSolverSampler` are the small frozen
+settings objects that configs hold; their ``sample`` builds the start noise and the schedule and calls the
+function without gradients.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -18,54 +28,93 @@ from dyaug.diffusion.edm import EDMSchedule
 
 Denoiser = Callable[[Tensor, float, Tensor | None], Tensor]
 """``D(x, sigma, cond) -> E[x_0 | x]``, e.g. :class:`dyaug.diffusion.edm.EDMDenoiser`."""
+Project = Callable[[Tensor], Tensor]
+"""A condition applied after every change of x, e.g. ``Condition.apply`` (hard replacement of known entries)."""
 
 
-@dataclass(frozen=True)
-class HeunSampler:
-    """Stochastic Heun sampler with churn (EDM Algorithm 2); ``churn=0`` is the deterministic Algorithm 1.
+def _unchanged(x: Tensor) -> Tensor:
+    return x
 
-    For i = 0..N-1: gamma_i = min(churn/N, sqrt(2)-1) if s_tmin <= sigma_i <= s_tmax else 0,
-    sigma_hat = sigma_i (1 + gamma_i), x_hat = x_i + sqrt(sigma_hat^2 - sigma_i^2) s_noise eps,
-    d = (x_hat - D(x_hat; sigma_hat))/sigma_hat, x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) d and, unless
-    sigma_{i+1} = 0 (the last, plain Euler step), the Heun correction with d' at (x_{i+1}, sigma_{i+1}).
+
+def heun(
+    denoiser: Callable[[Tensor, float], Tensor],
+    x: Tensor,
+    sigmas: Sequence[float],
+    *,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
+    project: Project = _unchanged,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """EDM Algorithm 2 from ``x`` at ``sigmas[0]`` down the schedule ``sigmas`` (N levels and a trailing 0).
+
+    γ_i = min(churn/N, √2 − 1) where s_tmin ≤ σ_i ≤ s_tmax, else 0; σ̂ = σ_i (1 + γ_i);
+    x̂ = x + √(σ̂² − σ_i²) s_noise ε; d = (x̂ − D(x̂; σ̂))/σ̂; x' = x̂ + (σ_{i+1} − σ̂) d, and unless σ_{i+1} = 0
+    the Heun correction with d' = (x' − D(x'; σ_{i+1}))/σ_{i+1}: x' = x̂ + (σ_{i+1} − σ̂)(d + d')/2.
     """
+    gamma = min(churn / (len(sigmas) - 1), math.sqrt(2) - 1)
+    x = project(x)
+    for sigma, sigma_next in itertools.pairwise(sigmas):
+        sigma_hat = sigma * (1 + (gamma if s_tmin <= sigma <= s_tmax else 0.0))
+        if sigma_hat > sigma:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = project(x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * noise)
+        slope = (x - denoiser(x, sigma_hat)) / sigma_hat
+        x_next = project(x + (sigma_next - sigma_hat) * slope)
+        if sigma_next > 0:
+            slope_next = (x_next - denoiser(x_next, sigma_next)) / sigma_next
+            x_next = project(x + (sigma_next - sigma_hat) * (slope + slope_next) / 2)
+        x = x_next
+    return x
+
+
+def dpmpp_2m(
+    denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: Sequence[float], *, project: Project = _unchanged
+) -> Tensor:
+    """DPM-Solver++(2M) in EDM's parametrisation (x_σ = x_0 + σ ε), t = −ln σ, h_i = t_{i+1} − t_i:
+
+    x_{i+1} = (σ_{i+1}/σ_i) x_i − (e^{−h_i} − 1) D̂_i with D̂_i = D_i on the first step and
+    D̂_i = (1 + 1/(2 r)) D_i − 1/(2 r) D_{i−1}, r = h_{i−1}/h_i, after it; the last step (σ = 0) returns D̂.
+    """
+    x = project(x)
+    previous: Tensor | None = None
+    h_previous = 0.0
+    for sigma, sigma_next in itertools.pairwise(sigmas):
+        denoised = denoiser(x, sigma)
+        h = math.log(sigma / sigma_next) if sigma_next > 0 else math.inf
+        estimate = denoised
+        if previous is not None and sigma_next > 0:
+            r = h_previous / h
+            estimate = (1 + 1 / (2 * r)) * denoised - 1 / (2 * r) * previous
+        x = project(estimate if sigma_next == 0 else (sigma_next / sigma) * x - math.expm1(-h) * estimate)
+        previous, h_previous = denoised, h
+    return x
+
+
+# ---------------------------------------------------------------------------------- settings objects
+@dataclass(frozen=True)
+class _Sampler:
+    """What every settings object shares: the start noise, the schedule and the no-gradient call."""
 
     n_steps: int = 32
-    churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = float("inf")
-    s_noise: float = 1.0
+    name: ClassVar[str]
 
     def __post_init__(self) -> None:
-        check_n_steps("HeunSampler:", self.n_steps)
-        if not (math.isfinite(self.churn) and self.churn >= 0):
-            raise ValueError(f"HeunSampler.churn must be finite and >= 0 (0 = deterministic), got {self.churn}.")
-        if not (0 <= self.s_tmin <= self.s_tmax):
-            raise ValueError(
-                f"HeunSampler needs 0 <= s_tmin <= s_tmax, got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}."
-            )
-        if not (math.isfinite(self.s_noise) and self.s_noise > 0):
-            raise ValueError(f"HeunSampler.s_noise must be finite and > 0, got {self.s_noise}.")
+        check_n_steps(f"{type(self).__name__}:", self.n_steps)
 
     @classmethod
-    def synther(cls) -> HeunSampler:
-        """SynthER's sampler: 128 steps, churn 80 on sigma in [0.05, 50], s_noise 1.003."""
-        return cls(n_steps=128, churn=80.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
-
-    @classmethod
-    def dydiff(cls) -> HeunSampler:
-        """DyDiff's sampler: 34 steps, churn 60 on sigma in [0.3699, 52.24], s_noise 1.002."""
-        return cls(n_steps=34, churn=60.0, s_tmin=0.3699, s_tmax=52.24, s_noise=1.002)
+    def from_settings(cls, settings: object) -> _Sampler:
+        """The sampler a config describes (its ``sampler_steps`` and, for Heun, its churn fields)."""
+        return cls(n_steps=settings.sampler_steps)  # type: ignore[attr-defined]
 
     @property
     def network_evaluations(self) -> int:
-        """Denoiser calls per sample: 2N - 1 (no Heun correction on the last step)."""
-        return 2 * self.n_steps - 1
+        raise NotImplementedError
 
-    def churn_factors(self, sigmas: Sequence[float]) -> list[float]:
-        """gamma_i for each step of the schedule ``sigmas`` (N values and the trailing 0)."""
-        gamma = min(self.churn / self.n_steps, math.sqrt(2) - 1)
-        return [gamma if self.s_tmin <= sigma <= self.s_tmax else 0.0 for sigma in sigmas[:-1]]
+    def run(self, denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: list[float], **kwargs) -> Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def sample(
@@ -88,26 +137,86 @@ class HeunSampler:
         """
         shape = sample_shape(shape)
         device = sampling_device(denoiser, x_init.device if device is None and x_init is not None else device)
+        project: Project = _unchanged
         if condition is not None:
             condition.check_shape(shape)
-            condition = condition.to(device)
-        keep = condition.apply if condition is not None else _unchanged
-
+            project = condition.to(device).apply
         sigmas = schedule.sigmas(self.n_steps)
-        gammas = self.churn_factors(sigmas)
-        x = keep(_start(x_init, shape, sigmas[0], device, generator))
-        for sigma, sigma_next, gamma in zip(sigmas[:-1], sigmas[1:], gammas, strict=True):
-            sigma_hat = sigma * (1 + gamma)
-            if gamma > 0:
-                churn_std = math.sqrt(sigma_hat**2 - sigma**2) * self.s_noise
-                x = keep(x + churn_std * torch.randn(shape, generator=generator, device=device))
-            slope = (x - denoiser(x, sigma_hat, cond)) / sigma_hat
-            x_next = keep(x + (sigma_next - sigma_hat) * slope)
-            if sigma_next > 0:
-                slope_next = (x_next - denoiser(x_next, sigma_next, cond)) / sigma_next
-                x_next = keep(x + (sigma_next - sigma_hat) * (slope + slope_next) / 2)
-            x = x_next
-        return x
+        x = _start(x_init, shape, sigmas[0], device, generator)
+        return self.run(lambda y, sigma: denoiser(y, sigma, cond), x, sigmas, project=project, generator=generator)
+
+
+@dataclass(frozen=True)
+class HeunSampler(_Sampler):
+    """Settings of :func:`heun`: ``n_steps`` levels of the Karras schedule, churn on [s_tmin, s_tmax]."""
+
+    churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+    name: ClassVar[str] = "heun"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.churn) and self.churn >= 0):
+            raise ValueError(f"HeunSampler.churn must be finite and >= 0 (0 = deterministic), got {self.churn}.")
+        if not (0 <= self.s_tmin <= self.s_tmax):
+            raise ValueError(
+                f"HeunSampler needs 0 <= s_tmin <= s_tmax, got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}."
+            )
+        if not (math.isfinite(self.s_noise) and self.s_noise > 0):
+            raise ValueError(f"HeunSampler.s_noise must be finite and > 0, got {self.s_noise}.")
+
+    @classmethod
+    def synther(cls) -> HeunSampler:
+        """SynthER's sampler: 128 steps, churn 80 on sigma in [0.05, 50], s_noise 1.003."""
+        return cls(n_steps=128, churn=80.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
+
+    @classmethod
+    def dydiff(cls) -> HeunSampler:
+        """DyDiff's sampler: 34 steps, churn 60 on sigma in [0.3699, 52.24], s_noise 1.002."""
+        return cls(n_steps=34, churn=60.0, s_tmin=0.3699, s_tmax=52.24, s_noise=1.002)
+
+    @classmethod
+    def from_settings(cls, settings: object) -> HeunSampler:
+        s = settings
+        return cls(
+            n_steps=s.sampler_steps, churn=s.churn, s_tmin=s.s_tmin, s_tmax=s.s_tmax, s_noise=s.s_noise,  # type: ignore[attr-defined]
+        )  # fmt: skip
+
+    @property
+    def network_evaluations(self) -> int:
+        """Denoiser calls per sample: 2N - 1 (no Heun correction on the last step)."""
+        return 2 * self.n_steps - 1
+
+    def churn_factors(self, sigmas: Sequence[float]) -> list[float]:
+        """gamma_i for each step of the schedule ``sigmas`` (N values and the trailing 0)."""
+        gamma = min(self.churn / self.n_steps, math.sqrt(2) - 1)
+        return [gamma if self.s_tmin <= sigma <= self.s_tmax else 0.0 for sigma in sigmas[:-1]]
+
+    def run(self, denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: list[float], **kwargs) -> Tensor:
+        return heun(
+            denoiser, x, sigmas, churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise,
+            **kwargs,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DPMSolverSampler(_Sampler):
+    """Settings of :func:`dpmpp_2m`: ``n_steps`` levels of the Karras schedule, one evaluation each."""
+
+    name: ClassVar[str] = "dpmpp_2m"
+
+    @property
+    def network_evaluations(self) -> int:
+        return self.n_steps
+
+    def run(self, denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: list[float], **kwargs) -> Tensor:
+        kwargs.pop("generator", None)  # deterministic
+        return dpmpp_2m(denoiser, x, sigmas, **kwargs)
+
+
+SAMPLERS: dict[str, type[_Sampler]] = {s.name: s for s in (HeunSampler, DPMSolverSampler)}
 
 
 def _start(
@@ -122,7 +231,3 @@ def _start(
     if x_init.shape != shape:
         raise ValueError(f"x_init has shape {tuple(x_init.shape)} but shape={tuple(shape)}; make them agree.")
     return x_init.to(device=device, dtype=torch.float32)
-
-
-def _unchanged(x: Tensor) -> Tensor:
-    return x

@@ -6,14 +6,17 @@ from typing import get_args
 
 from dyaug.device import Precision
 from dyaug.diffusion.edm import EDMSchedule
-from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.samplers import SAMPLERS, HeunSampler
 
 
 class EDMHeunSettings:
-    """Base of a config dataclass with the fields below: the EDM schedule, the Heun sampler and the precision check
-    that follow from them (Karras et al. 2022, arXiv 2206.00364)."""
+    """Base of a config dataclass with the fields below: the EDM schedule, the sampler and the precision check
+    that follow from them (Karras et al. 2022, arXiv 2206.00364). ``solver`` names the sampler
+    (:data:`dyaug.diffusion.samplers.SAMPLERS`: ``"heun"``, EDM's, or ``"dpmpp_2m"``, DPM-Solver++(2M), which
+    ignores the churn fields)."""
 
     sigma_data: float
+    solver: str
     sampler_steps: int
     churn: float
     s_tmin: float
@@ -27,10 +30,10 @@ class EDMHeunSettings:
         return EDMSchedule(sigma_data=self.sigma_data)
 
     def sampler(self) -> HeunSampler:
-        """The Heun sampler these settings describe."""
-        return HeunSampler(
-            n_steps=self.sampler_steps, churn=self.churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise
-        )
+        """The sampler these settings describe."""
+        if self.solver not in SAMPLERS:
+            raise ValueError(f"{type(self).__name__}.solver must be one of {sorted(SAMPLERS)}, got {self.solver!r}.")
+        return SAMPLERS[self.solver].from_settings(self)
 
     def check_precisions(self) -> None:
         """``ValueError`` unless ``train_precision`` and ``sample_precision`` are precisions dyaug knows."""

@@ -79,6 +79,7 @@ class DyDiffConfig(EDMHeunSettings):
     s_tmin: float = 0.3699
     s_tmax: float = 52.24
     s_noise: float = 1.002
+    solver: str = "heun"
     sample_precision: Precision = "auto"
     sample_batch_size: int = 2048
     iterations: int = 2

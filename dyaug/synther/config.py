@@ -43,10 +43,10 @@ class SynthERConfig(EDMHeunSettings):
     ``transform_columns`` selects (``"auto"``: sparse or heavy-tailed ones, ``"all"``). Constant columns are
     always copied, never modelled.
 
-    Sampling: EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1 network evaluations) and
-    churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise`` (``churn=0``: the
-    deterministic Algorithm 1); F evaluated in ``sample_precision`` (the sampler state stays fp32);
-    ``sample_batch_size`` rows are generated at a time.
+    Sampling (``solver="heun"``): EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1
+    evaluations) and churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise``
+    (``churn=0``: the deterministic Algorithm 1); ``solver="dpmpp_2m"``: DPM-Solver++(2M), N evaluations. F is
+    evaluated in ``sample_precision`` (the sampler state stays fp32); ``sample_batch_size`` rows at a time.
     """
 
     width: int
@@ -72,6 +72,7 @@ class SynthERConfig(EDMHeunSettings):
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
+    solver: str = "heun"
     sample_precision: Precision = "auto"
     sample_batch_size: int = 10_000
     residual: bool = False
