@@ -50,8 +50,20 @@ class ConstantColumns:
             return np.where(self.mask, self.values.astype(rows.dtype), rows)
         import torch
 
-        mask = torch.as_tensor(self.mask, device=rows.device)
-        return torch.where(mask, torch.as_tensor(self.values, dtype=rows.dtype, device=rows.device), rows)
+        mask, values = self._on(rows.device, rows.dtype)
+        return torch.where(mask, values, rows)
+
+    def _on(self, device: Any, dtype: Any) -> tuple[Any, Any]:
+        """The mask and values as tensors on ``device``, built once per device and dtype (no copy per call)."""
+        import torch
+
+        cache = self.__dict__.setdefault("_tensors", {})
+        if (device, dtype) not in cache:
+            cache[device, dtype] = (
+                torch.as_tensor(self.mask, device=device),
+                torch.as_tensor(self.values, dtype=dtype, device=device),
+            )
+        return cache[device, dtype]
 
     def state(self) -> dict[str, list]:
         return {"mask": self.mask.tolist(), "values": self.values.tolist()}

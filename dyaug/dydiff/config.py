@@ -51,7 +51,10 @@ class DyDiffConfig(EDMHeunSettings):
     Rollouts: ``iterations`` rounds of resample-states / relabel-actions, each new state sequence averaged with
     the previous one when ``average`` (the official code) or replacing it; then the filter ``filter`` (a name in
     :data:`~dyaug.dydiff.filters.FILTERS`) keeps ``keep_fraction`` of the trajectories, with ``temperature``
-    for ``"softmax"``.
+    for ``"softmax"``. ``support_margin`` (a deviation from the official code; ``None`` turns it off): each
+    trajectory ends before its first state outside the data's per-dimension range widened by this share of the
+    range, and predicted rewards are clipped to the data's reward range widened likewise
+    (:mod:`dyaug.dydiff.support`).
 
     Single-step models: ``dynamics``, ``reward`` and ``terminal`` (the classifier used when the task has no
     known termination rule) are preset names or configs of :mod:`dyaug.models`.
@@ -87,6 +90,7 @@ class DyDiffConfig(EDMHeunSettings):
     filter: str = "softmax"
     keep_fraction: float = 0.6
     temperature: float = 0.05
+    support_margin: float | None = 0.1
     dynamics: str | EnsembleConfig = "cpu"
     reward: str | RewardConfig = "cpu"
     terminal: str | TerminalConfig = "cpu"

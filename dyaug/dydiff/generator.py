@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from dyaug.dydiff.checkpoint import MAIN_FILE, check_savable, load_models, save_
 from dyaug.dydiff.config import DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
+from dyaug.dydiff.support import DataSupport
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
 from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_for, termination_rule
 from dyaug.validation import check_int
@@ -34,8 +36,10 @@ class RolloutStats:
     """What the last :meth:`DyDiff.rollout` call did.
 
     ``trajectories`` generated, ``kept`` by the filter (``filtered`` the others), ``transitions`` returned,
-    ``terminated``: kept trajectories that end in a predicted terminal; ``returns`` (float64, one per generated
-    trajectory) the predicted returns the filter judged, ``kept_indices`` into them; ``seconds`` of wall time.
+    ``terminated``: kept trajectories that end in a predicted terminal; ``truncated``: generated trajectories cut
+    before a state outside the data's support, ``clipped_rewards``: predicted rewards clipped to the data's range
+    (both 0 without a support); ``returns`` (float64, one per generated trajectory) the predicted returns the
+    filter judged, ``kept_indices`` into them; ``seconds`` of wall time.
     """
 
     trajectories: int
@@ -45,6 +49,8 @@ class RolloutStats:
     returns: np.ndarray
     kept_indices: np.ndarray
     seconds: float
+    truncated: int = 0
+    clipped_rewards: int = 0
 
     @property
     def filtered(self) -> int:
@@ -64,6 +70,7 @@ SAMPLING_FIELDS = (
     "filter",
     "keep_fraction",
     "temperature",
+    "support_margin",
 )
 """DyDiffConfig fields that :meth:`DyDiff.load` may replace: how to sample, not what was learned."""
 
@@ -78,6 +85,7 @@ class FittedDyDiff:
     reward: RewardFn
     termination: TerminationFn
     training_data: dict[str, Any]
+    support: DataSupport | None = None
 
 
 class DyDiff:
@@ -133,6 +141,7 @@ class DyDiff:
         self.last_rollout_stats: RolloutStats | None = None
         self._model: FittedDyDiff | None = None
         self._rollout_calls = 0
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         state = f"fitted on {self._model.training_data}" if self._model is not None else "not fitted"
@@ -202,6 +211,7 @@ class DyDiff:
             reward=reward,
             termination=termination,
             training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions), "env_id": env_id},
+            support=DataSupport.fit(transitions, config.horizon),
         )
         self.training_losses = losses
         self._rollout_calls = 0
@@ -226,7 +236,15 @@ class DyDiff:
             horizon=traj.horizon,
             obs_dim=traj.obs_dim,
             act_dim=traj.act_dim,
+            support=self._support(),
         )
+
+    def _support(self) -> DataSupport | None:
+        """The fitted data's support with the config's margin, or ``None`` when the config turns it off."""
+        support, margin = self.model.support, self.config.support_margin
+        if support is None or margin is None:
+            return None
+        return dataclasses.replace(support, margin=margin)
 
     # ---------------------------------------------------------------------------------------- rollouts
     def rollout(
@@ -280,7 +298,9 @@ class DyDiff:
             )
         selected = trajectories.select(kept)
         synthetic = selected.to_transitions()
-        self.last_rollout_stats = RolloutStats(
+        truncated = int(trajectories.truncated().sum()) if trajectories.inside is not None else 0
+        clipped = trajectories.clipped_rewards
+        self.last_rollout_stats = stats = RolloutStats(
             trajectories=len(trajectories),
             kept=len(selected),
             transitions=len(synthetic),
@@ -288,8 +308,37 @@ class DyDiff:
             returns=returns.cpu().numpy(),
             kept_indices=kept.cpu().numpy(),
             seconds=time.perf_counter() - start,
+            truncated=truncated,
+            clipped_rewards=0 if clipped is None else int(clipped),
         )
+        self._warn_off_support(stats)
         return synthetic
+
+    def _warn_off_support(self, stats: RolloutStats) -> None:
+        """Warn once per generator when most trajectories of a rollout left the data's support, and once when the
+        predicted returns lie far outside the data's (see :mod:`dyaug.dydiff.support`)."""
+        support = self._support()
+        if support is None:
+            return
+        share = stats.truncated / max(stats.trajectories, 1)
+        if share > 0.5 and "support" not in self._warned:
+            self._warned.add("support")
+            warnings.warn(
+                f"DyDiff: {share:.0%} of the trajectories of this rollout left the data's support and were cut "
+                f"(RolloutStats.truncated); the models extrapolate for this policy. Fit longer, shorten the "
+                f"horizon, or widen support_margin (now {support.margin}) if the data's range is too narrow.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if support.returns_far_outside(stats.returns) and "returns" not in self._warned:
+            self._warned.add("returns")
+            warnings.warn(
+                f"DyDiff: the mean predicted return of this rollout, {float(np.mean(stats.returns)):.4g}, lies far "
+                f"outside the data's {self.config.horizon}-step returns [{support.return_low:.4g}, "
+                f"{support.return_high:.4g}]; the reward model extrapolates. Check it before training on the rollouts.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _filter(self, filter: str | TrajectoryFilter | None) -> TrajectoryFilter:
         if filter is None:
@@ -345,6 +394,7 @@ class DyDiff:
                 termination=termination,
                 training_data=model.training_data,
                 training_losses=self.training_losses,
+                support=None if model.support is None else model.support.state(),
             )
 
         return write_directory(path, write)
@@ -377,6 +427,7 @@ class DyDiff:
             reward=reward,
             termination=termination,
             training_data=meta["training_data"],
+            support=DataSupport.from_state(meta["support"]) if meta.get("support") else None,
         )
         generator.training_losses = list(meta["training_losses"])
         return generator

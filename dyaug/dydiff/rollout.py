@@ -8,8 +8,11 @@ trajectory diffusion model), a reward model r̂ and a termination function:
    damped update) else s ← ŝ, s_0 unchanged; a_t ← π(s_t) for every t (one batched call over B·H rows);
 3. r_t = r̂(s_t, a_t) and done_t = term(s_t, a_t, s_{t+1}).
 
-Each trajectory ends at its first predicted terminal. The engine knows the models only through the small
-protocols below, so tests can pass exact fakes and integrations can reuse it. Everything stays on the
+Each trajectory ends at its first predicted terminal. With a :class:`~dyaug.dydiff.support.DataSupport` (a
+deviation from the official code, which has none) it also ends before its first state outside the data's
+support, with a timeout, and the predicted rewards are clipped to the data's reward range with a margin. The
+engine knows the models only through the small protocols below, so tests can pass exact fakes and integrations
+can reuse it. Everything stays on the
 models' device; the only host copy is the final :meth:`Trajectories.to_transitions`.
 """
 
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 
 from dyaug.data.transitions import Transitions
+from dyaug.dydiff.support import DataSupport
 from dyaug.models import TerminationFn
 
 Policy = Callable[[Tensor], Tensor]
@@ -56,12 +60,16 @@ class StateResampler(Protocol):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trajectories:
     """B generated trajectories on the models' device: ``states (B, H, obs_dim)``, ``actions (B, H, act_dim)``,
-    ``rewards (B, H)`` = r̂(s_t, a_t) and ``dones (B, H − 1)`` bool = term(s_t, a_t, s_{t+1})."""
+    ``rewards (B, H)`` = r̂(s_t, a_t), ``dones (B, H − 1)`` bool = term(s_t, a_t, s_{t+1}) and ``inside (B, H)``
+    bool, whether s_t lies in the data's support (``None``: everywhere); ``clipped_rewards``: how many rewards the
+    support clipped (a 0-d tensor, on the device)."""
 
     states: Tensor
     actions: Tensor
     rewards: Tensor
     dones: Tensor
+    inside: Tensor | None = None
+    clipped_rewards: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -70,10 +78,24 @@ class Trajectories:
     def horizon(self) -> int:
         return int(self.states.shape[1])
 
-    def last_steps(self) -> Tensor:
+    def first_done(self) -> Tensor:
         """``(B,)`` int64: the first t with done_t, or H − 1 for a trajectory that never terminates."""
         steps = torch.arange(self.horizon - 1, device=self.dones.device)
         return torch.where(self.dones, steps, self.horizon - 1).amin(dim=1)
+
+    def last_steps(self) -> Tensor:
+        """``(B,)`` int64: the last t the trajectory reaches: its first terminal, the step before its first state
+        outside the support, or H − 1."""
+        first_done = self.first_done()
+        if self.inside is None:
+            return first_done
+        steps = torch.arange(self.horizon, device=self.inside.device)
+        first_out = torch.where(self.inside, self.horizon, steps).amin(dim=1)
+        return torch.minimum(first_done, first_out - 1)
+
+    def truncated(self) -> Tensor:
+        """``(B,)`` bool: the trajectory was cut before a state outside the support (and before any terminal)."""
+        return self.last_steps() < self.first_done()
 
     def returns(self) -> Tensor:
         """Predicted returns R = Σ_{t ≤ T} r̂(s_t, a_t), T = :meth:`last_steps` (float64, (B,)).
@@ -87,21 +109,24 @@ class Trajectories:
 
     def select(self, index: Tensor) -> Trajectories:
         """The trajectories ``index`` (int64 indices)."""
-        return Trajectories(self.states[index], self.actions[index], self.rewards[index], self.dones[index])
+        inside = None if self.inside is None else self.inside[index]
+        return Trajectories(self.states[index], self.actions[index], self.rewards[index], self.dones[index], inside)
 
     def to_transitions(self) -> Transitions:
         """Rows ``(s_t, a_t, r_t, s_{t+1}, done_t)`` for t = 0..H − 2, trajectory after trajectory, truncated after
         the first terminal (which is kept, ``terminals = 1``). A trajectory that never terminates gets
         ``timeouts = 1`` on its last row (t = H − 2): it ends there without an MDP termination, so a learner
-        bootstraps from its last s' and an episode reader sees where one generated trajectory stops.
+        bootstraps from its last s' and an episode reader sees where one generated trajectory stops. A trajectory
+        cut at the support ends with ``timeouts = 1`` on the last row whose s' is inside (none when s_1 is not).
         """
         b, h = len(self), self.horizon
         steps = torch.arange(h - 1, device=self.states.device).expand(b, -1)
-        last = self.last_steps()[:, None]
-        terminated = self.dones.any(dim=1, keepdim=True)
-        kept = steps <= last.clamp_max(h - 2)
-        terminal = terminated & (steps == last)
-        timeout = ~terminated & (steps == h - 2)
+        last, cut = self.last_steps(), self.truncated()
+        terminated = (self.first_done() < h - 1) & ~cut
+        final = torch.where(cut, last - 1, last.clamp_max(h - 2))[:, None]  # the last row kept
+        kept = steps <= final
+        terminal = terminated[:, None] & (steps == final)
+        timeout = ~terminated[:, None] & (steps == final)
         o, a = self.states.shape[2], self.actions.shape[2]
         rows = torch.cat(
             [
@@ -140,6 +165,7 @@ class RolloutEngine:
     horizon: int
     obs_dim: int
     act_dim: int
+    support: DataSupport | None = None
 
     @torch.no_grad()
     def run(
@@ -176,6 +202,11 @@ class RolloutEngine:
             actions = self._policy(policy, states.reshape(b * h, self.obs_dim)).reshape(b, h, self.act_dim)
         flat_obs, flat_act = states.reshape(b * h, self.obs_dim), actions.reshape(b * h, self.act_dim)
         rewards = self._checked(self.reward(flat_obs, flat_act), (b * h,), "the reward model").reshape(b, h)
+        inside, clipped = None, torch.zeros((), dtype=torch.int64, device=states.device)
+        if self.support is not None:
+            rewards, clipped = self.support.clip_rewards(rewards)
+            inside = self.support.inside(states)
+            inside[:, 0] = True  # s_0 is real
         dones = self.termination(
             states[:, :-1].reshape(-1, self.obs_dim),
             actions[:, :-1].reshape(-1, self.act_dim),
@@ -185,7 +216,7 @@ class RolloutEngine:
             raise ValueError(
                 f"the termination function must return a bool tensor of shape ({b * (h - 1)},), got {_describe(dones)}."
             )
-        return Trajectories(states, actions, rewards, dones.to(states.device).reshape(b, h - 1))
+        return Trajectories(states, actions, rewards, dones.to(states.device).reshape(b, h - 1), inside, clipped)
 
     def _check_start_states(self, start_states: Tensor) -> Tensor:
         if not isinstance(start_states, Tensor) or not start_states.is_floating_point():

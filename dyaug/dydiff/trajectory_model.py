@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dyaug.data.columns import ConstantColumns
 from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.data.transitions import Transitions
 from dyaug.device import Precision
@@ -53,15 +54,18 @@ class TrajectoryModel:
     obs_dim: int
     act_dim: int
     config: DyDiffConfig
+    constant: ConstantColumns | None = None
 
     def checkpoint_fields(self) -> dict[str, object]:
         """What :func:`~dyaug.diffusion.checkpoint.save_model` needs to store this model (besides its kind and
-        config): the network, the normalizer and the sizes; :meth:`from_checkpoint` reads them back."""
+        config): the network, the normalizer, the sizes and the constant state columns; :meth:`from_checkpoint`
+        reads them back."""
         return {
             "modules": {"network": self.network},
             "normalizer": self.normalizer,
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
+            "constant_states": None if self.constant is None else self.constant.state(),
         }
 
     @classmethod
@@ -73,7 +77,9 @@ class TrajectoryModel:
         obs_dim, act_dim = checkpoint.meta["obs_dim"], checkpoint.meta["act_dim"]
         network = config.network(obs_dim + act_dim).to(device)
         network.load_state_dict(checkpoint.states["network"])
-        return cls(network.eval().requires_grad_(False), checkpoint.normalizer, obs_dim, act_dim, config)
+        saved = checkpoint.meta.get("constant_states")
+        constant = None if saved is None else ConstantColumns.from_state(saved)
+        return cls(network.eval().requires_grad_(False), checkpoint.normalizer, obs_dim, act_dim, config, constant)
 
     @property
     def horizon(self) -> int:
@@ -122,9 +128,11 @@ class TrajectoryModel:
         return torch.cat(parts)
 
     def _raw_states(self, x: Tensor) -> Tensor:
-        """The states of normalised windows in raw units, clamped to [-1, 1] in normalised space first."""
+        """The states of normalised windows in raw units, clamped to [-1, 1] in normalised space first, constant
+        columns of the training states set to their values exactly."""
         x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
-        return self.normalizer.unnormalize(x)[..., : self.obs_dim]
+        states = self.normalizer.unnormalize(x)[..., : self.obs_dim]
+        return states if self.constant is None else self.constant.hold(states)
 
     def resample_states(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """States ``(B, H, obs_dim)`` in raw units given s_0 ``(B, obs_dim)`` and actions ``(B, H, act_dim)``.
@@ -206,4 +214,6 @@ def fit_trajectory_model(
         desc="DyDiff trajectory model",
     )
     ema_network = result.ema.module if result.ema is not None else network.eval().requires_grad_(False)
-    return TrajectoryModel(ema_network, normalizer, obs_dim, act_dim, config), list(result.losses)
+    constant = ConstantColumns.fit(np.concatenate([transitions.observations, transitions.next_observations]))
+    model = TrajectoryModel(ema_network, normalizer, obs_dim, act_dim, config, constant)
+    return model, list(result.losses)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dyaug.data.coerce import to_transitions
+from dyaug.data.columns import ConstantColumns
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.device import resolve_device
 from dyaug.diffusion.checkpoint import ModelCheckpoint
@@ -91,8 +92,10 @@ class DynamicsEnsemble:
         config: EnsembleConfig,
         holdout_mse: np.ndarray,
         fit_record: FitRecord,
+        constant: ConstantColumns | None = None,
     ) -> None:
         self.network = network.eval().requires_grad_(False)
+        self.constant = constant
         self.input_normalizer = input_normalizer
         self.target_normalizer = target_normalizer
         self.config = config
@@ -165,15 +168,23 @@ class DynamicsEnsemble:
             progress=progress,
             desc="dynamics ensemble",
         )
+        constant = ConstantColumns.fit(np.concatenate([t.observations, t.next_observations]))
         return cls(
-            network, rows.input_normalizer, rows.target_normalizer, config, np.asarray(record.holdout_error), record
+            network,
+            rows.input_normalizer,
+            rows.target_normalizer,
+            config,
+            np.asarray(record.holdout_error),
+            record,
+            constant,
         )
 
     # ---------------------------------------------------------------------------------------- prediction
     @torch.no_grad()
     def predict(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
         """Every member's Gaussian over s' in raw units: ``(mean, logvar)``, each (members, B, obs_dim), on
-        ``device``; mean = s + unnormalised μ_e, log-variance = log σ²_e + 2 log(Δs scale).
+        ``device``; mean = s + unnormalised μ_e, log-variance = log σ²_e + 2 log(Δs scale). Columns constant in
+        the training data keep their value exactly in the mean.
 
         ``obs`` (B, obs_dim) and ``act`` (B, act_dim) in raw units (tensors or arrays; float32). Non-finite inputs
         give non-finite outputs (the termination functions flag them).
@@ -181,7 +192,10 @@ class DynamicsEnsemble:
         obs, act = self._batch(obs, act)
         x = self.input_normalizer.normalize(torch.cat([obs, act], dim=1))
         mean, logvar = self.network(x.expand(self.config.n_members, *x.shape))
-        return obs + self.target_normalizer.unnormalize(mean), logvar + self._target_logvar_shift
+        mean = obs + self.target_normalizer.unnormalize(mean)
+        if self.constant is not None:
+            mean = self.constant.hold(mean)
+        return mean, logvar + self._target_logvar_shift
 
     def step(self, obs: Tensor, act: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """``s' = s + μ_e(s, a)`` (the deterministic mean, as DyDiff rolls out) with ``e`` drawn uniformly from the
@@ -206,7 +220,12 @@ class DynamicsEnsemble:
     def save(self, path: str | Path) -> Path:
         """One atomic safetensors file (no pickle): weights, config, normalizers, hold-out errors, fit record."""
         return save_fitted(
-            path, CHECKPOINT_KIND, self, **target_meta(self.target_normalizer), holdout_mse=self.holdout_mse.tolist()
+            path,
+            CHECKPOINT_KIND,
+            self,
+            **target_meta(self.target_normalizer),
+            holdout_mse=self.holdout_mse.tolist(),
+            constant_columns=None if self.constant is None else self.constant.state(),
         )
 
     @classmethod
@@ -226,6 +245,7 @@ class DynamicsEnsemble:
             loaded.config,
             np.asarray(meta["holdout_mse"]),
             loaded.fit_record,
+            None if meta.get("constant_columns") is None else ConstantColumns.from_state(meta["constant_columns"]),
         )
 
 
