@@ -125,3 +125,31 @@ def test_auto_precision_follows_the_timing_and_stays_close_to_fp32(monkeypatch) 
     with torch.no_grad():
         gap = (auto(x, 1.0) - fp32(x, 1.0)).abs().max().item()
     assert gap < 0.05  # bf16 matrix products, fp32 state: within a few bf16 roundings of fp32
+
+
+def test_labelled_variant_diffuses_state_action_pairs_and_labels_them_with_the_models(tmp_path) -> None:
+    import dyaug.datasets
+
+    data = Transitions.from_minari(dyaug.datasets.load("dyaug/hopper/medium-replay-tiny-v0", progress=False))
+    gen = SynthER("tiny", device="cpu", seed=0, labels="models", label_models="tiny")
+    gen.fit(data, env_id="Hopper-v5", progress=False)
+    assert gen.model.codec.model_dim == data.obs_dim + data.act_dim  # (s, a) only
+    synthetic = gen.sample(300, seed=1, progress=False)
+    labeller = gen.model.labeller
+    with torch.no_grad():
+        obs, act = torch.as_tensor(np.array(synthetic.observations)), torch.as_tensor(np.array(synthetic.actions))
+        mean = labeller.dynamics.predict(obs, act)[0][list(labeller.dynamics.elites)]
+    # every s' is one elite's mean prediction for its (s, a); r lies in the data's range with the margin
+    gap = (mean - torch.as_tensor(np.array(synthetic.next_observations))[None]).abs().amax(dim=2).amin(dim=0)
+    assert gap.max().item() < 1e-5
+    low, high = labeller.support.reward_bounds
+    assert synthetic.rewards.min() >= low - 1e-6 and synthetic.rewards.max() <= high + 1e-6
+    # Hopper's own termination rule labels the terminal flag
+    from dyaug.models import termination_rule
+
+    expected = termination_rule("Hopper-v5")(obs, act, torch.as_tensor(np.array(synthetic.next_observations)))
+    np.testing.assert_array_equal(synthetic.terminals, expected.numpy().astype(np.float32))
+    path = gen.save(tmp_path / "labelled")
+    again = SynthER.load(path, device="cpu").sample(300, seed=1, progress=False)
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(synthetic, name), err_msg=name)

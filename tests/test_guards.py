@@ -11,8 +11,8 @@ import torch
 
 from dyaug import DyDiff, Transitions
 from dyaug.dydiff.rollout import Trajectories
-from dyaug.dydiff.support import DataSupport
 from dyaug.models import DynamicsEnsemble, never_terminates
+from dyaug.models.support import DataSupport
 
 tiny_tensors = True
 GOAL = np.array([0.45, -0.05])

@@ -86,6 +86,14 @@ def action_bounds(data: Any, transitions: Transitions) -> ActionBounds:
     return ActionBounds(np.where(finite, low, data_low), np.where(finite, high, data_high), source)
 
 
+def env_id_of(data: Any) -> str | None:
+    """The environment id a dataset records (a Minari dataset's ``env_spec``); ``None`` for data that records none."""
+    if isinstance(data, Transitions):
+        return None
+    spec = getattr(data, "env_spec", None)
+    return getattr(spec, "id", None)
+
+
 def _is_instance(data: Any, module_name: str, class_name: str) -> bool:
     module = sys.modules.get(module_name)
     cls = getattr(module, class_name, None) if module is not None else None

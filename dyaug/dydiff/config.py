@@ -54,7 +54,7 @@ class DyDiffConfig(EDMHeunSettings):
     for ``"softmax"``. ``support_margin`` (a deviation from the official code; ``None`` turns it off): each
     trajectory ends before its first state outside the data's per-dimension range widened by this share of the
     range, and predicted rewards are clipped to the data's reward range widened likewise
-    (:mod:`dyaug.dydiff.support`).
+    (:mod:`dyaug.models.support`).
 
     Single-step models: ``dynamics``, ``reward`` and ``terminal`` (the classifier used when the task has no
     known termination rule) are preset names or configs of :mod:`dyaug.models`.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dyaug.data.coerce import to_transitions
+from dyaug.data.coerce import env_id_of, to_transitions
 from dyaug.data.transitions import Transitions
 from dyaug.device import resolve_device
 from dyaug.diffusion.checkpoint import load_model, save_model
@@ -23,9 +23,9 @@ from dyaug.dydiff.checkpoint import MAIN_FILE, check_savable, load_models, save_
 from dyaug.dydiff.config import DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
-from dyaug.dydiff.support import DataSupport
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
 from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_for, termination_rule
+from dyaug.models.support import DataSupport
 from dyaug.validation import check_int
 
 CHECKPOINT_KIND = "dydiff"
@@ -172,7 +172,7 @@ class DyDiff:
         """
         transitions = to_transitions(data)
         config, device, seed = self.config, self.device, self.seed
-        env_id = env_id if env_id is not None else _env_id_of(data)
+        env_id = env_id if env_id is not None else env_id_of(data)
         if (
             termination is None
             and (env_id is None or termination_rule(env_id) is None)
@@ -316,7 +316,7 @@ class DyDiff:
 
     def _warn_off_support(self, stats: RolloutStats) -> None:
         """Warn once per generator when most trajectories of a rollout left the data's support, and once when the
-        predicted returns lie far outside the data's (see :mod:`dyaug.dydiff.support`)."""
+        predicted returns lie far outside the data's (see :mod:`dyaug.models.support`)."""
         support = self._support()
         if support is None:
             return
@@ -431,14 +431,6 @@ class DyDiff:
         )
         generator.training_losses = list(meta["training_losses"])
         return generator
-
-
-def _env_id_of(data: Any) -> str | None:
-    """The environment id of a Minari dataset (``None`` for data that records none)."""
-    if isinstance(data, Transitions):
-        return None
-    spec = getattr(data, "env_spec", None)
-    return getattr(spec, "id", None)
 
 
 def _check_sizes(name: str, model: object, transitions: Transitions) -> None:

@@ -8,7 +8,7 @@ trajectory diffusion model), a reward model r̂ and a termination function:
    damped update) else s ← ŝ, s_0 unchanged; a_t ← π(s_t) for every t (one batched call over B·H rows);
 3. r_t = r̂(s_t, a_t) and done_t = term(s_t, a_t, s_{t+1}).
 
-Each trajectory ends at its first predicted terminal. With a :class:`~dyaug.dydiff.support.DataSupport` (a
+Each trajectory ends at its first predicted terminal. With a :class:`~dyaug.models.support.DataSupport` (a
 deviation from the official code, which has none) it also ends before its first state outside the data's
 support, with a timeout, and the predicted rewards are clipped to the data's reward range with a margin. The
 engine knows the models only through the small protocols below, so tests can pass exact fakes and integrations
@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from dyaug.data.transitions import Transitions
-from dyaug.dydiff.support import DataSupport
 from dyaug.models import TerminationFn
+from dyaug.models.support import DataSupport
 
 Policy = Callable[[Tensor], Tensor]
 """``actions = π(states)``: a batched torch callable, ``(N, obs_dim)`` -> ``(N, act_dim)`` on the same device."""

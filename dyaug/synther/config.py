@@ -41,7 +41,9 @@ class SynthERConfig(EDMHeunSettings):
     the s' block holds Δ = s' − s (see :class:`~dyaug.synther.rows.RowLayout`); ``transform`` (``"quantile"``
     or ``"symlog"``, see :mod:`dyaug.data.columns`) is applied before the z-score to the columns
     ``transform_columns`` selects (``"auto"``: sparse or heavy-tailed ones, ``"all"``). Constant columns are
-    always copied, never modelled.
+    always copied, never modelled. ``labels="models"`` diffuses (s, a) only and labels s', r and the terminal
+    flag with single-step models of the :mod:`dyaug.models` preset ``label_models``
+    (:mod:`dyaug.synther.labels`).
 
     Sampling (``solver="heun"``): EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1
     evaluations) and churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise``
@@ -78,6 +80,8 @@ class SynthERConfig(EDMHeunSettings):
     residual: bool = False
     transform: Transform = "none"
     transform_columns: Literal["auto", "all"] = "auto"
+    labels: Literal["joint", "models"] = "joint"
+    label_models: str = "cpu"
 
     def __post_init__(self) -> None:
         # Lists come back from JSON (saved checkpoints); store the tuple the field is typed as.

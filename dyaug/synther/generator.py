@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 from tqdm.auto import tqdm
 
-from dyaug.data.coerce import ActionBounds, to_transitions
+from dyaug.data.coerce import ActionBounds, env_id_of, to_transitions
 from dyaug.data.coerce import action_bounds as infer_action_bounds
 from dyaug.data.columns import ColumnCodec, ColumnTransform, ConstantColumns
 from dyaug.data.transitions import Transitions
@@ -24,11 +24,14 @@ from dyaug.device import precision_timings, resolve_device
 from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.training import train
+from dyaug.dydiff.checkpoint import write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
+from dyaug.synther.labels import Labeller
 from dyaug.synther.rows import DataRange, RowLayout
 from dyaug.validation import check_int
 
 CHECKPOINT_KIND = "synther"
+MAIN_FILE = "synther.safetensors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,7 @@ class FittedModel:
     action_bounds: ActionBounds
     data_range: DataRange
     training_data: dict[str, Any]
+    labeller: Labeller | None = None
 
 
 class SynthER:
@@ -99,7 +103,12 @@ class SynthER:
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(
-        self, data: Any, *, action_bounds: tuple[ArrayLike, ArrayLike] | None = None, progress: bool = True
+        self,
+        data: Any,
+        *,
+        action_bounds: tuple[ArrayLike, ArrayLike] | None = None,
+        env_id: str | None = None,
+        progress: bool = True,
     ) -> SynthER:
         """Train a fresh model on ``data`` (see :func:`dyaug.data.coerce.to_transitions` for what is accepted).
 
@@ -107,7 +116,9 @@ class SynthER:
         ``env.action_space.low, env.action_space.high`` for plain ``Transitions``), else the data's Box action
         space where it has one (Minari, SB3) and the data's min/max otherwise (see
         :func:`dyaug.data.coerce.action_bounds`); and each row column's min/max (for ``reject_outside``).
-        ``data`` is never modified. Returns ``self``.
+        ``data`` is never modified. With ``labels="models"`` the single-step models are fitted too; terminations
+        follow the known rule of ``env_id`` (default: the environment a Minari dataset records) or a learned
+        classifier. Returns ``self``.
         """
         transitions = to_transitions(data)
         bounds = (
@@ -121,11 +132,12 @@ class SynthER:
                 "pass (low, high) of the action space the data comes from."
             )
         config = self.config
-        layout = RowLayout(transitions.obs_dim, transitions.act_dim, residual=config.residual)
+        joint = config.labels == "joint"
+        layout = RowLayout(transitions.obs_dim, transitions.act_dim, residual=config.residual, joint=joint)
         rows = layout.encode(transitions)
         codec = ColumnCodec.fit(
             rows,
-            skip=[layout.terminal_column],
+            skip=[] if layout.terminal_column is None else [layout.terminal_column],
             transform=config.transform,
             transform_columns=config.transform_columns,
         )
@@ -149,6 +161,16 @@ class SynthER:
             action_bounds=bounds,
             data_range=DataRange.of(rows, layout),
             training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions)},
+            labeller=None
+            if joint
+            else Labeller.fit(
+                transitions,
+                env_id if env_id is not None else env_id_of(data),
+                config.label_models,
+                seed=self.seed,
+                device=self.device,
+                progress=progress,
+            ),
         )
         self.training_losses = list(result.losses)
         self._sample_calls = 0
@@ -184,6 +206,9 @@ class SynthER:
           before clipping; see :class:`~dyaug.synther.rows.DataRange`), so fewer than ``n`` rows may come
           back. ``last_sample_stats`` counts what was generated and rejected.
 
+        With ``labels="models"`` the rows are (s, a) pairs, labelled by the single-step models (the rejection
+        judges the pair).
+
         Randomness: ``seed`` when given, else the generator's seed and the number of earlier ``sample`` calls
         since fitting or loading, so successive calls differ and a loaded model repeats the sequence of the
         model that was saved. Same seed and ``batch_size``, same samples on the CPU.
@@ -207,7 +232,14 @@ class SynthER:
             outside_by_column=outside.sum(axis=0),
             seconds=time.perf_counter() - start,
         )
-        return model.layout.decode(rows[~rejected], model.action_bounds)
+        rows = rows[~rejected]
+        if model.labeller is None:
+            return model.layout.decode(rows, model.action_bounds)
+        o = model.layout.obs_dim
+        actions = np.clip(rows[:, o:], model.action_bounds.low, model.action_bounds.high).astype(np.float32)
+        return model.labeller.label(
+            np.ascontiguousarray(rows[:, :o]), actions, seed=seed, batch_size=self.config.sample_batch_size
+        )
 
     @torch.no_grad()
     def _generate_rows(self, n: int, batch_size: int, seed: int, progress: bool) -> np.ndarray:
@@ -257,12 +289,12 @@ class SynthER:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
-        """Write one atomic safetensors file (no pickle): EMA weights, config, row codec, dimensions,
-        action bounds, data range, seed and training record. :meth:`load` restores it exactly."""
+        """Write one atomic safetensors file (no pickle): EMA weights, config, row codec, dimensions, action bounds,
+        data range, seed and training record. With ``labels="models"`` ``path`` becomes a directory holding that
+        file (``synther.safetensors``) and the single-step models, replaced as a whole
+        (:func:`dyaug.dydiff.checkpoint.write_directory`). :meth:`load` restores either exactly."""
         model = self.model
-        return save_model(
-            path,
-            CHECKPOINT_KIND,
+        fields: dict[str, Any] = dict(
             modules={"network": model.network},
             config=self.config.to_dict(),
             codec=model.codec.state(),
@@ -279,15 +311,25 @@ class SynthER:
             training_data=model.training_data,
             training_losses=self.training_losses,
         )
+        labeller = model.labeller
+        if labeller is None:
+            return save_model(path, CHECKPOINT_KIND, **fields)
+
+        def write(directory: Path) -> None:
+            save_model(directory / MAIN_FILE, CHECKPOINT_KIND, **fields, labeller=labeller.save(directory))
+
+        return write_directory(path, write, marker=MAIN_FILE, kind="SynthER")
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> SynthER:
-        """A generator saved by :meth:`save`, on ``device``; ``ValueError`` for a file of another kind."""
-        device = resolve_device(device)
-        checkpoint = load_model(path, CHECKPOINT_KIND, device=device)
+        """A generator saved by :meth:`save` (a file, or a directory for ``labels="models"``), on ``device``;
+        ``ValueError`` for a file of another kind."""
+        device, path = resolve_device(device), Path(path)
+        checkpoint = load_model(path / MAIN_FILE if path.is_dir() else path, CHECKPOINT_KIND, device=device)
         meta = checkpoint.meta
         generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **checkpoint.config)
-        layout = RowLayout(meta["obs_dim"], meta["act_dim"], residual=generator.config.residual)
+        config = generator.config
+        layout = RowLayout(meta["obs_dim"], meta["act_dim"], residual=config.residual, joint=config.labels == "joint")
         if "codec" in meta:
             codec = ColumnCodec.from_state(meta["codec"])
         else:  # files written before constant columns and transforms: the normalizer was the whole codec
@@ -307,6 +349,7 @@ class SynthER:
             action_bounds=ActionBounds(meta["action_low"], meta["action_high"], meta["action_bounds_source"]),
             data_range=DataRange(meta["data_low"], meta["data_high"], meta["data_checked"]),
             training_data=meta["training_data"],
+            labeller=Labeller.load(path, meta["labeller"], device) if "labeller" in meta else None,
         )
         generator.training_losses = list(meta["training_losses"])
         return generator

@@ -27,15 +27,16 @@ class RowLayout:
     obs_dim: int
     act_dim: int
     residual: bool = False
+    joint: bool = True
 
     @property
     def dim(self) -> int:
-        """D = 2 obs_dim + act_dim + 2."""
-        return 2 * self.obs_dim + self.act_dim + 2
+        """D = 2 obs_dim + act_dim + 2 (``joint=False``: obs_dim + act_dim, rows [s, a] only)."""
+        return 2 * self.obs_dim + self.act_dim + 2 if self.joint else self.obs_dim + self.act_dim
 
     @property
-    def terminal_column(self) -> int:
-        return self.dim - 1
+    def terminal_column(self) -> int | None:
+        return self.dim - 1 if self.joint else None
 
     def encode(self, transitions: Transitions) -> np.ndarray:
         """``(N, D)`` float32 rows of ``transitions`` (timeouts and next actions are not modelled)."""
@@ -45,6 +46,8 @@ class RowLayout:
                 f"the layout is ({self.obs_dim}, {self.act_dim}); use data of the same spaces."
             )
         t = transitions
+        if not self.joint:
+            return np.concatenate([t.observations, t.actions], axis=1)
         nxt = t.next_observations - t.observations if self.residual else t.next_observations
         return np.concatenate([t.observations, t.actions, t.rewards[:, None], nxt, t.terminals[:, None]], axis=1)
 
@@ -56,6 +59,8 @@ class RowLayout:
         """
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"rows must be shaped (N, {self.dim}) for this layout, got {rows.shape}.")
+        if not self.joint:
+            raise ValueError("rows of (s, a) only carry no r, s' or terminal; label them (SynthER labels='models').")
         o, a = self.obs_dim, self.act_dim
         terminals = (rows[:, -1] > 0.5).astype(np.float32)
         nxt = rows[:, o + a + 1 : 2 * o + a + 1]
@@ -95,7 +100,8 @@ class DataRange:
     def of(cls, rows: np.ndarray, layout: RowLayout) -> DataRange:
         low, high = rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
         checked = high > low
-        checked[layout.terminal_column] = False
+        if layout.terminal_column is not None:
+            checked[layout.terminal_column] = False
         return cls(low, high, checked)
 
     def outside(self, rows: np.ndarray, k: float) -> np.ndarray:
