@@ -39,6 +39,42 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def model_device(model: object) -> torch.device | None:
+    """Where ``model`` computes: its ``device`` attribute, else the device of the first parameter of the model or
+    of its ``network``; ``None`` for a plain function (which follows its inputs)."""
+    device = getattr(model, "device", None)
+    if device is not None:
+        return torch.device(device)
+    for module in (model, getattr(model, "network", None)):
+        if isinstance(module, nn.Module):
+            for parameter in module.parameters():
+                return parameter.device
+    return None
+
+
+def check_same_device(models: dict[str, object], device: torch.device, owner: str) -> None:
+    """``ValueError`` naming the fix when a model of ``models`` (by name) computes on another device than ``device``."""
+    for name, model in models.items():
+        found = model_device(model)
+        if found is not None and not same_device(found, device):
+            raise ValueError(
+                f"the {name} model is on {found} but this {owner} runs on {device}; load it there (e.g. "
+                f"DynamicsEnsemble.load(path, device={str(device)!r})) or create the {owner} with "
+                f"device={str(found)!r}."
+            )
+
+
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether two devices are one (``cuda`` and ``cuda:0`` are, with one current device)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+
+
 def autocast(device: torch.device, precision: ComputePrecision) -> torch.autocast:
     """Autocast context for network evaluations: bf16 matrix products, fp32 everywhere else.
 

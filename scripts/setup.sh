@@ -19,7 +19,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   if [ -n "${DYAUG_TORCH:-}" ]; then
     pip_install "$DYAUG_TORCH"
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    pip_install "torch>=2.2"
+    pip_install "torch>=2.4"
   elif [ -n "${DYAUG_TORCH_INDEX:-}" ]; then
     pip_install "torch==2.13.0" --index-url "$DYAUG_TORCH_INDEX"
   else

@@ -1,7 +1,7 @@
 """Diffusion actors for offline RL as plain torch modules and loss functions (no d3rlpy, no SB3).
 
 - Diffusion-QL (Wang, Hunt & Zhou, arXiv 2208.06193): :class:`DiffusionPolicy`, :func:`dql_actor_loss`,
-  :func:`dql_critic_loss`, :func:`select_actions`;
+  :func:`dql_critic_loss`, one update in the official order :func:`diffusion_ql_update`, :func:`select_actions`;
 - SRPO (Chen et al., arXiv 2310.07297): :class:`DeterministicActor`, :func:`srpo_actor_loss`,
   :func:`score_regularizer`, :class:`SRPOPhases`; its behaviour model is
   :class:`~dyaug.diffusion.networks.LNResNet` trained with :meth:`~dyaug.diffusion.vp.VPSDE.loss`;
@@ -14,7 +14,14 @@ from these parts are ``dyaug.integrations.d3rlpy.DiffusionQLConfig`` and ``SRPOC
 
 from dyaug.actors.batch import TransitionBatch
 from dyaug.actors.critics import TwinQ, ValueMLP, expectile_loss, iql_q_loss, iql_value_loss, soft_update_
-from dyaug.actors.diffusion_ql import DiffusionPolicy, DQLActorLoss, dql_actor_loss, dql_critic_loss, select_actions
+from dyaug.actors.diffusion_ql import (
+    DiffusionPolicy,
+    DQLActorLoss,
+    diffusion_ql_update,
+    dql_actor_loss,
+    dql_critic_loss,
+    select_actions,
+)
 from dyaug.actors.srpo import (
     DeterministicActor,
     SRPOActorLoss,
@@ -33,6 +40,7 @@ __all__ = [
     "TransitionBatch",
     "TwinQ",
     "ValueMLP",
+    "diffusion_ql_update",
     "dql_actor_loss",
     "dql_critic_loss",
     "expectile_loss",

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from dyaug.actors.batch import TransitionBatch
-from dyaug.actors.critics import QFunction, TwinQFunction
+from dyaug.actors.critics import QFunction, TwinQFunction, soft_update_
+from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.networks import DQLMLP
 from dyaug.diffusion.vp import DiscreteVPSchedule
 from dyaug.validation import check_int
@@ -132,6 +133,49 @@ def dql_critic_loss(
         target = batch.bootstrap_target(q_next)
     q = critic(batch.observations, batch.actions)
     return (q - target).square().mean(1).sum()
+
+
+def diffusion_ql_update(
+    *,
+    critic: TwinQFunction,
+    target_critic: TwinQFunction,
+    policy: DiffusionPolicy,
+    backup_policy: DiffusionPolicy,
+    ema: EMA,
+    ema_source: nn.Module,
+    ema_step: int,
+    batch: TransitionBatch,
+    eta: float,
+    tau: float,
+    critic_step: Callable[[Tensor], None],
+    actor_step: Callable[[Tensor], None] | None,
+    max_q_backup: bool = False,
+    n_backup_samples: int = 10,
+    averaged: tuple[nn.Module, nn.Module] | None = None,
+) -> dict[str, Tensor]:
+    """One Diffusion-QL update in the official order (Wang et al. 2023, ``agents/ql_diffusion.py``).
+
+    1. the critic on :func:`dql_critic_loss`, backups drawn from ``backup_policy`` (the EMA actor);
+    2. with ``actor_step``: the actor on :func:`dql_actor_loss`, then the EMA of ``ema_source`` at step ``ema_step``;
+    3. the target critic by Polyak averaging with ``tau`` (of ``averaged = (target, source)``, by default the
+       critics themselves, for adapters whose critics are views of other modules).
+
+    ``critic_step(loss)`` / ``actor_step(loss)`` back-propagate and step the library's optimizers (clipping as the
+    library does). Returns the detached losses as 0-d tensors on the device, so an adapter reads them in one
+    transfer (``torch.stack(list(losses.values())).tolist()``)."""
+    critic_loss = dql_critic_loss(
+        critic, target_critic, backup_policy, batch, max_q_backup=max_q_backup, n_backup_samples=n_backup_samples
+    )
+    critic_step(critic_loss)
+    losses = {"critic_loss": critic_loss.detach()}
+    if actor_step is not None:
+        actor = dql_actor_loss(policy, critic, batch, eta)
+        actor_step(actor.actor_loss)
+        ema.step = ema_step  # the EMA schedule resumes after a load
+        ema.update(ema_source)
+        losses |= {name: getattr(actor, name).detach() for name in ("actor_loss", "bc_loss", "q_loss")}
+    soft_update_(*(averaged or (target_critic, critic)), tau)  # type: ignore[arg-type]
+    return losses
 
 
 SELECTIONS: dict[str, Callable[[Tensor, float], Tensor]] = {

@@ -123,7 +123,8 @@ class EDMDenoiser(nn.Module):
             raise TypeError("clean_input must be a bool tensor (True = clean entry) or None.")
         device = next(iter(net.parameters()), torch.empty(0)).device
         self.precision: ComputePrecision = resolve_precision(precision, device, width=network_width(net))
-        self.clean_input = clean_input
+        self.clean_input: Tensor | None
+        self.register_buffer("clean_input", clean_input, persistent=False)  # follows .to(device)
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """D(x; sigma) for x of shape (B, ...) and sigma a number, a 0-d tensor or a (B,) tensor."""

@@ -93,6 +93,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     checkpoint_path: str | Path | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model``'s parameters to minimise ``loss_fn(batch)``; see the module docstring for one step.
 
@@ -103,6 +104,8 @@ def train(
         disables it). A given EMA must agree with ``config.ema_*``.
     :param checkpoint_path: with ``config.checkpoint_every > 0``, the file written atomically every
         ``checkpoint_every`` steps and at the end, and resumed from when it exists.
+    :param callback: called with the number of completed steps after every ``log_every`` window (and at the end),
+        e.g. to evaluate the EMA during training; it must leave the model's weights alone.
 
     Randomness: batch indices come from a ``torch.Generator`` and the global torch RNG (CPU and CUDA) is
     forked for the duration of the call, both seeded from ``seed``, so a ``loss_fn`` that draws its noise
@@ -158,6 +161,9 @@ def train(
                 bar.update(1)
                 if step % config.log_every == 0 or step == config.steps:
                     bar.set_postfix(loss=f"{log.close_window():.4g}")
+                    if callback is not None:
+                        callback(step)
+                        model.train()
                 if checkpoint_path is not None and (step % config.checkpoint_every == 0 or step == config.steps):
                     log.raise_if_non_finite()
                     resumable.save(checkpoint_path, config, seed, step)
@@ -231,6 +237,7 @@ class _Resumable:
         meta = {
             "kind": CHECKPOINT_KIND,
             "step": step,
+            "device_type": self.generator.device.type,
             "run": _run_identity(config, seed),
             "losses": self.log.losses,
             "window_count": self.log.window_count,
@@ -245,6 +252,13 @@ class _Resumable:
             raise ValueError(
                 f"{path} was written by a run with settings {meta['run']}, not {run}; "
                 "resume with the same config and seed, or delete the file to start over."
+            )
+        written_on, here = meta.get("device_type", "cpu"), self.generator.device.type
+        if written_on != here:
+            raise ValueError(
+                f"{path} was written by a run on {written_on} and this run is on {here}: their random generators "
+                f"differ (Mersenne Twister on the CPU, Philox on CUDA), so it cannot continue bit for bit. Resume on "
+                f"{written_on}, or delete the file to start over on {here}."
             )
         state = unflatten_state(tensors, meta["layout"])
         if ("ema" in state) != (self.ema is not None):

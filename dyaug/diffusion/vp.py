@@ -154,6 +154,13 @@ class DiscreteVPSchedule:
         }.items():
             object.__setattr__(self, name, value)
 
+    def _on(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``alphas_cumprod`` on ``device`` in ``dtype``, copied there once (not at every training step)."""
+        cache = self.__dict__.setdefault("_device_abar", {})
+        if (device, dtype) not in cache:
+            cache[device, dtype] = self.alphas_cumprod.to(device=device, dtype=dtype)
+        return cache[device, dtype]
+
     def loss(
         self,
         eps_net: Network,
@@ -170,7 +177,7 @@ class DiscreteVPSchedule:
             raise ValueError(f"x0 must be shaped (B, ...) with feature dimensions, got {tuple(x0.shape)}.")
         k = torch.randint(self.n_steps, x0.shape[:1], generator=generator, device=x0.device)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        abar = per_sample(self.alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[k], x0)
+        abar = per_sample(self._on(x0.device, x0.dtype)[k], x0)
         x_k = abar.sqrt() * x0 + (1 - abar).sqrt() * z
         return F.mse_loss(network_output(eps_net, x_k, k.to(x0.dtype), cond), z)
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dyaug.data.coerce import env_id_of, to_transitions
 from dyaug.data.transitions import Transitions
-from dyaug.device import resolve_device
+from dyaug.device import check_same_device, resolve_device
 from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.dydiff.checkpoint import MAIN_FILE, check_savable, load_models, save_models, write_directory
 from dyaug.dydiff.config import DyDiffConfig, resolve_config
@@ -185,6 +185,7 @@ class DyDiff:
             )
         for name, model in (("dynamics", dynamics), ("reward", reward), ("termination", termination)):
             _check_sizes(name, model, transitions)
+        check_same_device({"dynamics": dynamics, "reward": reward, "termination": termination}, device, "DyDiff")
         trajectory_model, losses = fit_trajectory_model(
             transitions, config, seed=seed, device=device, progress=progress
         )

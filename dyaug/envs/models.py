@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 from dyaug.data.coerce import to_transitions
-from dyaug.device import resolve_device
+from dyaug.device import check_same_device, resolve_device
 from dyaug.dydiff.rollout import Dynamics, RewardFn
 from dyaug.dydiff.trajectory_model import TrajectoryModel
 from dyaug.envs.continuations import ActionContinuations
@@ -62,13 +62,11 @@ class LearnedModels:
             object.__setattr__(self, "start_states", states)
         if self.max_episode_steps is not None:
             check_int("max_episode_steps", self.max_episode_steps, numpy=False, hint="or None")
-        if self.trajectory_model is not None:
-            network_device = next(self.trajectory_model.network.parameters()).device
-            if network_device != self.device:
-                raise ValueError(
-                    f"the trajectory model is on {network_device} but the dynamics model on {self.device}; "
-                    "load both on one device."
-                )
+        check_same_device(
+            {name: getattr(self, name) for name in ("reward", "termination", "trajectory_model")},
+            self.device,
+            "LearnedModels (its device is the dynamics model's)",
+        )
         if self.continuations is not None:
             self._check_continuations(self.continuations)
 

@@ -91,9 +91,11 @@ def holdout_data(
 
 
 def seeded_module(factory: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
-    """``factory()`` initialised from the global torch RNG seeded with ``seed`` (restored afterwards), on ``device``."""
+    """``factory()`` initialised on the CPU from the global CPU generator seeded with ``seed`` (restored afterwards),
+    then moved to ``device``. Only the CPU generator is touched: ``torch.manual_seed`` would also reseed every CUDA
+    generator, outside the fork, and restart the noise of whatever trains next from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return factory().to(device)
 
 

@@ -31,7 +31,8 @@ class SynthERConfig(EDMHeunSettings):
 
     Training: ``train_steps`` AdamW steps (``lr``, ``betas``, ``weight_decay``) on the loss
     E[λ(σ) mean_dims (D(y + σn; σ) − y)²], λ(σ) = (σ² + σ_d²)/(σ σ_d)², ln σ ~ N(−1.2, 1.2²), with gradient
-    clipping at ``grad_clip``, the learning rate decayed to 0 with a half cosine and an EMA of the weights
+    clipping at ``grad_clip``, the learning rate decayed to 0 with a half cosine (``cosine_decay``; constant
+    without) and an EMA of the weights
     (``ema_decay`` every ``ema_every`` steps after ``ema_warmup``) that is the model used for sampling.
     A batch holds ``batch_size`` rows, or ``large_data_batch_size`` when that is set and the data has at least
     ``large_data_threshold`` transitions (the paper: 1024 from 800k on). ``train_precision`` is the autocast
@@ -66,6 +67,7 @@ class SynthERConfig(EDMHeunSettings):
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
+    cosine_decay: bool = True
     ema_decay: float = 0.995
     ema_every: int = 10
     ema_warmup: int = 100
@@ -110,7 +112,7 @@ class SynthERConfig(EDMHeunSettings):
             weight_decay=self.weight_decay,
             betas=self.betas,
             grad_clip=self.grad_clip,
-            cosine_decay=True,
+            cosine_decay=self.cosine_decay,
             ema_decay=self.ema_decay,
             ema_every=self.ema_every,
             ema_warmup=self.ema_warmup,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.device import precision_timings, resolve_device
 from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
+from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.training import train
 from dyaug.dydiff.checkpoint import write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
@@ -109,6 +111,7 @@ class SynthER:
         action_bounds: tuple[ArrayLike, ArrayLike] | None = None,
         env_id: str | None = None,
         progress: bool = True,
+        callback: Callable[[SynthER, int], None] | None = None,
     ) -> SynthER:
         """Train a fresh model on ``data`` (see :func:`dyaug.data.coerce.to_transitions` for what is accepted).
 
@@ -118,7 +121,9 @@ class SynthER:
         :func:`dyaug.data.coerce.action_bounds`); and each row column's min/max (for ``reject_outside``).
         ``data`` is never modified. With ``labels="models"`` the single-step models are fitted too; terminations
         follow the known rule of ``env_id`` (default: the environment a Minari dataset records) or a learned
-        classifier. Returns ``self``.
+        classifier. ``callback(self, step)`` runs after every 100 training steps with the generator sampling
+        from the EMA weights of that step (to follow fidelity during training); the label models are fitted after
+        the diffusion model, so ``labels="models"`` generators get no callback. Returns ``self``.
         """
         transitions = to_transitions(data)
         bounds = (
@@ -145,33 +150,47 @@ class SynthER:
             torch.default_generator.manual_seed(self.seed)
             network = self.config.network(codec.model_dim).to(self.device)
         denoiser = EDMDenoiser(network, self.config.schedule(), precision=self.config.train_precision)
+        train_config = self.config.train_config(len(transitions))
+        ema = EMA(network, train_config.ema_decay, train_config.ema_every, train_config.ema_warmup)
+
+        def model_of(ema_network: nn.Module, labeller: Labeller | None = None) -> FittedModel:
+            return FittedModel(
+                network=ema_network,
+                codec=codec,
+                layout=layout,
+                action_bounds=bounds,
+                data_range=DataRange.of(rows, layout),
+                training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions)},
+                labeller=labeller,
+            )
+
+        def on_log(step: int) -> None:
+            if callback is not None and joint:
+                self._model = model_of(ema.module)
+                callback(self, step)
+
         result = train(
             lambda batch: edm_loss(denoiser, batch),
             network,
             torch.as_tensor(codec.encode(rows), dtype=torch.float32, device=self.device),
-            self.config.train_config(len(transitions)),
+            train_config,
             seed=self.seed,
+            ema=ema,
             progress=progress,
             desc="SynthER fit",
+            callback=on_log,
         )
-        self._model = FittedModel(
-            network=result.ema.module,
-            codec=codec,
-            layout=layout,
-            action_bounds=bounds,
-            data_range=DataRange.of(rows, layout),
-            training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions)},
-            labeller=None
-            if joint
-            else Labeller.fit(
+        labeller = None
+        if not joint:
+            labeller = Labeller.fit(
                 transitions,
                 env_id if env_id is not None else env_id_of(data),
                 config.label_models,
                 seed=self.seed,
                 device=self.device,
                 progress=progress,
-            ),
-        )
+            )
+        self._model = model_of(ema.module, labeller)
         self.training_losses = list(result.losses)
         self._sample_calls = 0
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import warnings
 from collections.abc import Generator
 from typing import Any, Literal
@@ -38,8 +39,8 @@ from dyaug.integrations.d3rlpy.actor_support import (
 )
 from torch import Tensor
 
-from dyaug.actors.critics import TwinQ, soft_update_
-from dyaug.actors.diffusion_ql import SELECTIONS, DiffusionPolicy, Selection, dql_actor_loss, dql_critic_loss
+from dyaug.actors.critics import TwinQ
+from dyaug.actors.diffusion_ql import SELECTIONS, DiffusionPolicy, Selection, diffusion_ql_update
 from dyaug.actors.diffusion_ql import select_actions as select_by_q
 from dyaug.actors.presets import DIFFUSION_QL_PRESETS, DIFFUSION_QL_TASKS
 from dyaug.diffusion.ema import EMA
@@ -183,28 +184,24 @@ class DiffusionQLImpl(ActorCriticImpl):
 
     def inner_update(self, batch: TorchMiniBatch, grad_step: int) -> dict[str, float]:
         modules, config = self._modules, self._config
-        transitions = transition_batch(batch, config.gamma)
-        critic_loss = dql_critic_loss(
-            modules.q_funcs,
-            modules.targ_q_funcs,
-            modules.ema_policy,
-            transitions,
+        losses = diffusion_ql_update(
+            critic=modules.q_funcs,
+            target_critic=modules.targ_q_funcs,
+            policy=modules.policy,
+            backup_policy=modules.ema_policy,
+            ema=self._ema,
+            ema_source=modules.policy,
+            ema_step=modules.progress.done()["update"],
+            batch=transition_batch(batch, config.gamma),
+            eta=config.eta,
+            tau=config.tau,
+            critic_step=functools.partial(optimizer_step, modules.critic_optim),
+            actor_step=functools.partial(optimizer_step, modules.actor_optim),
             max_q_backup=config.max_q_backup,
             n_backup_samples=config.n_backup_samples,
         )
-        optimizer_step(modules.critic_optim, critic_loss)
-        actor = dql_actor_loss(modules.policy, modules.q_funcs, transitions, config.eta)
-        optimizer_step(modules.actor_optim, actor.actor_loss)
-        self._ema.step = modules.progress.done()["update"]  # the EMA schedule resumes after a load
-        self._ema.update(modules.policy)
         modules.progress.add(["update"])
-        soft_update_(modules.targ_q_funcs, modules.q_funcs, config.tau)
-        return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor.actor_loss.item(),
-            "bc_loss": actor.bc_loss.item(),
-            "q_loss": actor.q_loss.item(),
-        }
+        return dict(zip(losses, torch.stack(list(losses.values())).tolist(), strict=True))  # one host transfer
 
     def inner_predict_best_action(self, x: Tensor) -> Tensor:
         config = self._config

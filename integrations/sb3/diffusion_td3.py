@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import TD3
@@ -35,8 +34,7 @@ from stable_baselines3.td3.policies import Actor, TD3Policy
 from torch import Tensor, nn
 
 from dyaug.actors.batch import TransitionBatch
-from dyaug.actors.critics import soft_update_
-from dyaug.actors.diffusion_ql import SELECTIONS, DiffusionPolicy, dql_actor_loss, dql_critic_loss, select_actions
+from dyaug.actors.diffusion_ql import SELECTIONS, DiffusionPolicy, diffusion_ql_update, select_actions
 from dyaug.diffusion.ema import EMA
 from dyaug.validation import check_int
 
@@ -401,31 +399,33 @@ class DiffusionQLTD3(TD3):
         self.policy.set_training_mode(True)
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         critic, target_critic = stacked_q(self.critic), stacked_q(self.critic_target)
-        logs: dict[str, list[float]] = {"critic_loss": [], "actor_loss": [], "bc_loss": [], "q_loss": []}
+        logs: dict[str, list[Tensor]] = {"critic_loss": [], "actor_loss": [], "bc_loss": [], "q_loss": []}
         for _ in range(gradient_steps):
             self._n_updates += 1
             replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            batch = transition_batch(replay, self.gamma)
-            critic_loss = dql_critic_loss(
-                critic,
-                target_critic,
-                self.actor_target.diffusion,
-                batch,
+            update_actor = self._n_updates % self.policy_delay == 0
+            losses = diffusion_ql_update(
+                critic=critic,
+                target_critic=target_critic,
+                policy=self.actor.diffusion,
+                backup_policy=self.actor_target.diffusion,
+                ema=self._ema,
+                ema_source=self.actor,
+                ema_step=self.ema_updates,
+                batch=transition_batch(replay, self.gamma),
+                eta=self.eta,
+                tau=self.tau,
+                critic_step=lambda loss: clipped_step(self.critic, loss, self.grad_norm),
+                actor_step=(lambda loss: clipped_step(self.actor, loss, self.grad_norm)) if update_actor else None,
                 max_q_backup=self.max_q_backup,
                 n_backup_samples=self.n_backup_samples,
+                averaged=(self.critic_target, self.critic),
             )
-            clipped_step(self.critic, critic_loss, self.grad_norm)
-            logs["critic_loss"].append(critic_loss.item())
-            if self._n_updates % self.policy_delay == 0:
-                actor = dql_actor_loss(self.actor.diffusion, critic, batch, self.eta)
-                clipped_step(self.actor, actor.actor_loss, self.grad_norm)
-                self._ema.step = self.ema_updates
-                self._ema.update(self.actor)
-                self.ema_updates += 1
-                for key in ("actor_loss", "bc_loss", "q_loss"):
-                    logs[key].append(getattr(actor, key).item())
-            soft_update_(self.critic_target, self.critic, self.tau)
+            self.ema_updates += int(update_actor)
+            for key, value in losses.items():
+                logs[key].append(value)
+        # one host transfer per call, not one per step and loss
+        means = {key: th.stack(values).mean() for key, values in logs.items() if values}
+        for key, value in zip(means, th.stack(list(means.values())).tolist(), strict=True):
+            self.logger.record(f"train/{key}", value)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, values in logs.items():
-            if values:
-                self.logger.record(f"train/{key}", float(np.mean(values)))

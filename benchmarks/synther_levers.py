@@ -1,0 +1,246 @@
+"""Which levers make SynthER's transitions faithful to the simulator within a fixed training budget: an ablation.
+
+    python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --arms old base residual ...   # one core
+    python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --report                     # table, plot
+
+Every arm fits ``SynthER`` on the same 80% of the episodes (seeded split) and is judged on 10,000 samples checked
+in the MuJoCo simulator (:func:`dyaug.metrics.dynamics_error`), beside the two baselines of
+``benchmarks/synther_fidelity.py`` on the held-out 20%: the real transitions with Gaussian noise of 10% of each
+column's standard deviation, and a 7-member dynamics ensemble's one-step predictions. Each arm trains for the
+same budget of ``--minutes`` of CPU time of one thread (its number of steps is its measured speed times the
+budget; ``old`` is the former ``cpu`` preset, 20k steps whatever the time), and every ``--curve-every`` of its
+steps 2,000 samples of the EMA are checked, which gives fidelity against training time. Runs are stored under
+``runs/synther_levers/`` and skipped when present: start one process per core with disjoint ``--arms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine, stored_run
+from synther_fidelity import ensemble_predictions, split_episodes, with_noise
+
+import dyaug.datasets
+from dyaug import SynthER, Transitions
+from dyaug.datasets.catalog import parse_dataset_id
+from dyaug.metrics import dynamics_error
+
+OUT = Path(__file__).resolve().parents[1] / "runs" / "synther_levers"
+ARMS: dict[str, dict] = {
+    "old": {"preset": "cpu", "budget": False},  # the former cpu preset: 256x3, 20k steps, 32 Heun steps
+    "base": {},  # the same network, trained for the budget
+    "residual": {"residual": True},
+    "quantile": {"transform": "quantile"},
+    "symlog": {"transform": "symlog"},
+    "residual+quantile": {"residual": True, "transform": "quantile"},
+    "w512": {"width": 512},
+    "w1024": {"width": 1024, "depth": 4},
+    "w512+residual+quantile": {"width": 512, "residual": True, "transform": "quantile"},
+    "ema0.999": {"ema_decay": 0.999},
+    "constant-lr": {"lr": 1e-4, "cosine_decay": False},
+    "labels=models": {"labels": "models"},
+    "residual+labels=models": {"residual": True, "labels": "models"},
+}
+CHECK = ("state_error_median", "state_error_mean", "reward_error_mean", "terminal_agreement")
+
+
+def data_split(dataset: str, seed: int) -> tuple[Transitions, Transitions, str]:
+    ds = dyaug.datasets.load(dataset)
+    train, test = split_episodes(Transitions.from_minari(ds), 0.2, seed)
+    return train, test, ds.env_spec.id
+
+
+def check(env_id: str, data: Transitions) -> dict:
+    summary = dynamics_error(env_id, data, threads=1).summary()
+    return {k: float(summary[k]) for k in (*CHECK, "fraction_checkable")}
+
+
+def baselines(dataset: str, seed: int) -> dict:
+    train, test, env_id = data_split(dataset, seed)
+    start = time.process_time()
+    predicted = ensemble_predictions(train, test, "cpu", seed, env_id)
+    return {
+        "dataset": dataset,
+        "n_train": len(train),
+        "n_test": len(test),
+        "real": check(env_id, test),
+        "noise 0.1": check(env_id, with_noise(test, 0.1, seed)),
+        "ensemble": check(env_id, predicted),
+        "ensemble_fit_cpu_s": time.process_time() - start,
+    }
+
+
+def generator_for(arm: str, steps: int | None, seed: int, **extra: object) -> SynthER:
+    settings = {k: v for k, v in ARMS[arm].items() if k not in ("preset", "budget")}
+    if steps is not None:
+        settings["train_steps"] = steps
+    return SynthER(ARMS[arm].get("preset", "cpu"), device="cpu", seed=seed, **{**settings, **extra})
+
+
+def steps_for_budget(arm: str, train: Transitions, cpu_seconds: float, seed: int) -> tuple[int, float]:
+    """Steps of the diffusion model that fill ``cpu_seconds``, from a 300-step probe fit (and its steps per second).
+    The probe fits the joint rows: for ``labels="models"`` arms, whose rows are narrower, that is slightly
+    pessimistic."""
+    probe = generator_for(arm, 300, seed, labels="joint")
+    start = time.process_time()
+    probe.fit(train, progress=False)
+    per_step = (time.process_time() - start) / 300
+    return max(1_000, int(cpu_seconds / per_step)), 1 / per_step
+
+
+def run_arm(dataset: str, arm: str, args: argparse.Namespace) -> dict:
+    train, _, env_id = data_split(dataset, args.seed)
+    budget = ARMS[arm].get("budget", True)
+    seconds = 60 * args.minutes
+    if ARMS[arm].get("labels") == "models":  # the label models' fit (measured with the baselines) uses the budget too
+        base = json.loads((OUT / f"{dataset.replace('/', '_')}-baselines-seed{args.seed}.json").read_text())
+        seconds = max(60.0, seconds - base["ensemble_fit_cpu_s"])
+    steps, rate = steps_for_budget(arm, train, seconds, args.seed) if budget else (None, None)
+    generator = generator_for(arm, steps, args.seed)
+    steps = generator.config.train_steps
+    every = max(100, (steps // args.curve_points) // 100 * 100)
+    curve, spent = [], {"eval": 0.0}
+    start = time.process_time()
+
+    def follow(gen: SynthER, step: int) -> None:
+        if step % every and step != steps:
+            return
+        began = time.process_time()
+        samples = gen.sample(2_000, seed=args.seed, progress=False)
+        spent["eval"] += time.process_time() - began
+        cpu = time.process_time() - start - spent["eval"]
+        curve.append([step, cpu, *(check(env_id, samples)[k] for k in ("state_error_median", "state_error_mean"))])
+
+    generator.fit(train, env_id=env_id, progress=False, callback=follow)
+    fit_cpu = time.process_time() - start - spent["eval"]
+    began, wall = time.process_time(), time.perf_counter()
+    samples = generator.sample(args.samples, seed=args.seed, progress=False)
+    sample_cpu, sample_wall = time.process_time() - began, time.perf_counter() - wall
+    path = OUT / "generators" / f"{dataset.replace('/', '_')}-{arm}-seed{args.seed}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator.save(path if generator.model.labeller is not None else path.with_suffix(".safetensors"))
+    return {
+        "dataset": dataset,
+        "arm": arm,
+        "settings": ARMS[arm],
+        "seed": args.seed,
+        "budget_minutes": args.minutes if budget else None,
+        "probe_steps_per_cpu_s": rate,
+        "train_steps": steps,
+        "params": sum(p.numel() for p in generator.model.network.parameters()),
+        "fit_cpu_s": fit_cpu,
+        "sample_cpu_s": sample_cpu,
+        "sample_wall_s": sample_wall,
+        "network_evaluations": generator.config.sampler().network_evaluations,
+        "check": check(env_id, samples),
+        "curve": curve,
+        "constant_columns": int(generator.model.codec.constant.mask.sum()),
+        "transformed_columns": int(generator.model.codec.transform.mask.sum()),
+        "machine": machine(),
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def report(dataset: str, args: argparse.Namespace) -> None:
+    name = dataset.replace("/", "_")
+    base = json.loads((OUT / f"{name}-baselines-seed{args.seed}.json").read_text())
+    runs = [json.loads(p.read_text()) for p in sorted(OUT.glob(f"{name}-*-seed{args.seed}.json"))]
+    runs = [r for r in runs if "arm" in r]
+    noise, ensemble = base["noise 0.1"]["state_error_median"], base["ensemble"]["state_error_median"]
+    print(f"### SynthER levers on `{dataset}` ({runs[0]['date'] if runs else ''})\n")
+    print(f"- machine: {runs[0]['machine'] if runs else machine()}")
+    print(
+        f"- command: `python benchmarks/synther_levers.py --dataset {dataset} --arms <arm> --minutes {args.minutes:g}`"
+        " (one process per core), then `--report`"
+    )
+    print(
+        f"- data: {base['n_train']} training / {base['n_test']} held-out transitions (80/20 by episode, seed "
+        f"{args.seed}); {args.samples} samples per arm checked in the simulator"
+    )
+    print(
+        f"- baselines on the held-out rows: noise σ = 0.1 median {noise:.3f}; ensemble one-step median "
+        f"{ensemble:.3f} (fit {base['ensemble_fit_cpu_s'] / 60:.1f} CPU min)\n"
+    )
+    print(
+        "| arm | params | steps | fit CPU min | state err median | mean | reward err | terminal agree | "
+        "÷ noise 0.1 | ÷ ensemble |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(runs, key=lambda r: r["check"]["state_error_median"]):
+        c = r["check"]
+        print(
+            f"| {r['arm']} | {r['params'] / 1e6:.2f}M | {r['train_steps']:,} | {r['fit_cpu_s'] / 60:.1f} | "
+            f"{c['state_error_median']:.3f} | {c['state_error_mean']:.3f} | {c['reward_error_mean']:.3f} | "
+            f"{c['terminal_agreement']:.3f} | {c['state_error_median'] / noise:.2f} | "
+            f"{c['state_error_median'] / ensemble:.2f} |"
+        )
+    plot(runs, noise, ensemble, OUT / f"{name}-levers.png", dataset)
+
+
+def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, r in enumerate(sorted(runs, key=lambda r: r["arm"])):
+        c = np.array(r["curve"]) if r["curve"] else np.zeros((0, 4))
+        ax.plot(c[:, 1] / 60, c[:, 2], color=f"C{i % 10}", ls="-" if i < 10 else "--", label=r["arm"])
+    ax.axhline(noise, color="grey", ls=":", label="noise σ=0.1")
+    ax.axhline(ensemble, color="black", ls=":", label="ensemble one-step")
+    ax.set_yscale("log")
+    ax.set_xlabel("training CPU minutes (one thread)")
+    ax.set_ylabel("median next-state error (2,000 samples)")
+    ax.set_title(f"SynthER fidelity against training time, {dataset}", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nPlot: `{path}`")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="halfcheetah/medium-replay")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--minutes", type=float, default=10.0, help="CPU minutes of training per arm")
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--curve-points", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    parse_dataset_id(args.dataset)
+    if args.report:
+        report(args.dataset, args)
+        return
+    name = args.dataset.replace("/", "_")
+    stored_run(
+        OUT / f"{name}-baselines-seed{args.seed}.json",
+        functools.partial(baselines, args.dataset, args.seed),
+        lambda r: (
+            f"baselines: noise {r['noise 0.1']['state_error_median']:.3f}, "
+            f"ensemble {r['ensemble']['state_error_median']:.3f}"
+        ),
+    )
+    for arm in args.arms:
+        stored_run(
+            OUT / f"{name}-{arm}-seed{args.seed}.json",
+            functools.partial(run_arm, args.dataset, arm, args),
+            lambda r: f"{r['arm']}: median {r['check']['state_error_median']:.3f} ({r['train_steps']} steps)",
+        )
+    print("done", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
