@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 NAMESPACE = "dyaug"
@@ -35,13 +36,15 @@ class ForgeBudget:
 
     ``teacher`` (a name of :data:`dyaug.datasets.teachers.TEACHERS`) trains for ``teacher_steps`` environment
     steps, evaluated every ``eval_every`` steps on ``eval_episodes`` episodes; ``learning_starts`` (random steps
-    before the first update) overrides the teacher's own when set. The expert is the best evaluated checkpoint;
-    the medium policy is the first checkpoint whose evaluated return reaches ``medium_fraction`` of the
-    expert's. ``n_transitions`` is the size of each rolled-out level (random, medium, expert).
+    before the first update) overrides the teacher's own when set. ``teacher`` and ``teacher_steps`` may be a
+    dict by environment (``{"hopper": "ppo", "halfcheetah": "sbx-td3-b100"}``): the teacher may differ per
+    task, :meth:`for_env` picks one. The expert is the best evaluated checkpoint; the medium policy is the
+    first checkpoint whose evaluated return reaches ``medium_fraction`` of the expert's. ``n_transitions`` is
+    the size of each rolled-out level (random, medium, expert).
     """
 
-    teacher: str
-    teacher_steps: int
+    teacher: str | Mapping[str, str]
+    teacher_steps: int | Mapping[str, int]
     eval_every: int
     eval_episodes: int
     n_transitions: int
@@ -49,12 +52,27 @@ class ForgeBudget:
     medium_fraction: float = 1.0 / 3.0
 
     def __post_init__(self) -> None:
-        if not (1 <= self.eval_every <= self.teacher_steps):
+        steps = self.teacher_steps.values() if isinstance(self.teacher_steps, Mapping) else [self.teacher_steps]
+        if not all(1 <= self.eval_every <= n for n in steps):
             raise ValueError(f"need 1 <= eval_every <= teacher_steps, got {self.eval_every} and {self.teacher_steps}.")
         if self.n_transitions < 1 or self.eval_episodes < 1:
             raise ValueError("n_transitions and eval_episodes must be at least 1.")
         if not (0.0 < self.medium_fraction < 1.0):
             raise ValueError(f"medium_fraction must lie in (0, 1), got {self.medium_fraction}.")
+
+    def for_env(self, env: str) -> ForgeBudget:
+        """This budget with the teacher and steps of environment ``env`` (a short name such as ``"hopper"``)."""
+
+        def pick(value: object, field: str) -> object:
+            if not isinstance(value, Mapping):
+                return value
+            if env not in value:
+                raise ValueError(f"the budget's {field} names no value for {env!r}; give one for each of {list(ENVS)}.")
+            return value[env]
+
+        return dataclasses.replace(
+            self, teacher=pick(self.teacher, "teacher"), teacher_steps=pick(self.teacher_steps, "teacher_steps")
+        )
 
 
 BUDGETS: dict[str, ForgeBudget] = {
@@ -64,7 +82,11 @@ BUDGETS: dict[str, ForgeBudget] = {
     ),
     # chosen by benchmarks/forge_teachers.py: see benchmarks/RESULTS.md, "Forge"
     "cpu": ForgeBudget(
-        teacher="sbx-td3-b100", teacher_steps=1_000_000, eval_every=10_000, eval_episodes=5, n_transitions=100_000
+        teacher={"hopper": "ppo", "walker2d": "ppo", "halfcheetah": "ppo"},
+        teacher_steps={"hopper": 3_000_000, "walker2d": 5_000_000, "halfcheetah": 5_000_000},
+        eval_every=25_000,
+        eval_episodes=5,
+        n_transitions=100_000,
     ),
     # D4RL's sizes (1M transitions per level, 1M SAC steps): for a GPU machine or a long night
     "d4rl": ForgeBudget(

@@ -76,7 +76,7 @@ def forge(
     import minari
 
     fenv, level = resolve_env(env), check_level(level)
-    plan = _budget(budget, overrides)
+    plan = _budget(budget, overrides).for_env(fenv.short)
     if dataset_id is None:
         if overrides:
             raise ValueError(
@@ -200,6 +200,7 @@ def teacher_run(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool = T
         "teacher_steps": plan.teacher_steps,
         "eval_every": plan.eval_every,
         "eval_episodes": plan.eval_episodes,
+        "medium_fraction": plan.medium_fraction,
         "seed": seed,
         "versions": _versions(_TEACHER_PACKAGES),
     }
@@ -216,8 +217,9 @@ def teacher_run(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool = T
         seed=seed,
         progress=progress,
     )
-    run.save(path)
-    return run
+    medium, _ = select_checkpoints(run, plan.medium_fraction)
+    run.save(path, keep_until=medium.step)  # medium-replay reads no further
+    return TeacherRun.load(path)
 
 
 def select_checkpoints(run: TeacherRun, medium_fraction: float) -> tuple[PolicyCheckpoint, PolicyCheckpoint]:

@@ -201,7 +201,8 @@ class TeacherRun:
         return np.concatenate([[0], np.cumsum(np.diff(self.replay_step) < 0)])
 
     # ----------------------------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, keep_until: int | None = None) -> Path:
+        """One atomic safetensors file; ``keep_until``: keep only the transitions collected before that step."""
         import torch
 
         from dyaug.diffusion.checkpoint import save_checkpoint
@@ -220,15 +221,11 @@ class TeacherRun:
                 arrays, meta["policy"] = c.policy.state()
                 tensors.update({f"ckpt{i}/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
             metas.append(meta)
-        if self.replay is not None:
-            tensors.update(
-                {
-                    f"replay/{k}": torch.from_numpy(np.array(v))
-                    for k, v in self.replay.as_dict().items()
-                    if v is not None
-                }
-            )
-            tensors["replay_step"] = torch.from_numpy(np.asarray(self.replay_step, np.int64))
+        if self.replay is not None and self.replay_step is not None:
+            kept = self.replay_step < (np.inf if keep_until is None else keep_until)
+            replay = self.replay if keep_until is None else self.replay_until(keep_until)
+            tensors.update({f"replay/{k}": torch.from_numpy(np.array(v)) for k, v in _fields(replay)})
+            tensors["replay_step"] = torch.from_numpy(np.asarray(self.replay_step[kept], np.int64))
         meta = {
             "kind": "forge-teacher-run",
             "env_id": self.env_id,
