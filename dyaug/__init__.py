@@ -1,6 +1,6 @@
 """dyaug: diffusion models for the RL stacks people already use (d3rlpy, Stable-Baselines3, Minari).
 
-``import dyaug`` never imports d3rlpy or Stable-Baselines3; only ``dyaug.integrations.*`` do.
+``import dyaug`` never imports d3rlpy or Stable-Baselines3; only the integrations (``integrations/``) do.
 """
 
 from dyaug.data import Transitions

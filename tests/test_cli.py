@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
-from dyaug.cli import main
-from dyaug.demo import DemoConfig, run_demo
+from dyaug.integrations.cli import main
+from dyaug.integrations.demo import DemoConfig, run_demo
 
 
 def test_forge_and_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,7 +27,7 @@ def test_bad_arguments_exit_2_with_the_reason(capsys: pytest.CaptureFixture[str]
 
 def test_console_script_is_installed() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "dyaug.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "dyaug.integrations.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "demo" in out and "datasets" in out
 
@@ -59,7 +58,7 @@ def test_demo_trains_td3plusbc_on_three_arms_with_the_same_seed(capsys: pytest.C
 
 
 def test_demo_options_are_the_demo_config_fields() -> None:
-    from dyaug.cli import build_parser
+    from dyaug.integrations.cli import build_parser
 
     args = build_parser().parse_args(["demo", "--n-samples", "7", "--precision", "bf16"])
     config = DemoConfig(**{k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__})

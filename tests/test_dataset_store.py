@@ -9,9 +9,9 @@ import time
 import minari
 import numpy as np
 import pytest
+from dyaug.integrations.cli import main as cli
 
 import dyaug.datasets
-from dyaug.cli import main as cli
 from dyaug.data import Transitions
 from dyaug.datasets import packs, store
 

@@ -25,7 +25,22 @@ def test_only_the_integrations_import_d3rlpy_or_sb3() -> None:
         "dyaug.diffusion",
         "dyaug.metrics",
         "dyaug.synther",
-        "dyaug.cli",
-        "dyaug.demo",
+        "dyaug.dydiff",
+        "dyaug.models",
+        "dyaug.actors",
+        "dyaug.envs",
+        "dyaug.integrations.cli",
     )
     assert not {"d3rlpy", "stable_baselines3"} & set(_loaded_after(f"import {', '.join(modules)}"))
+
+
+def test_the_core_names_the_adapters_in_one_dispatch_module_only() -> None:
+    """The core never imports ``dyaug.integrations``: one table in ``dyaug.data.coerce`` names the adapters and
+    imports them when an object of their library arrives."""
+    from pathlib import Path
+
+    import dyaug
+
+    root = Path(dyaug.__file__).parent
+    naming = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "dyaug.integrations" in p.read_text())
+    assert naming == ["data/coerce.py"], naming

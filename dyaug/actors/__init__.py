@@ -9,7 +9,7 @@
 - presets and the papers' per-task tables: :mod:`dyaug.actors.presets`.
 
 Actors map observations (as the caller normalises them) to actions in [-1, 1]. The d3rlpy algorithms built
-from these parts are ``dyaug.integrations.d3rlpy.DiffusionQLConfig`` and ``SRPOConfig``.
+from these parts are the d3rlpy integration's ``DiffusionQLConfig`` and ``SRPOConfig``.
 """
 
 from dyaug.actors.batch import TransitionBatch

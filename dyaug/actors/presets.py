@@ -2,7 +2,7 @@
 
 Each entry is a dict of config field names to values, applied on top of the config class's defaults (which are
 the papers' settings). Integrations turn them into their config classes, e.g.
-``dyaug.integrations.d3rlpy.DiffusionQLConfig.from_preset("cpu", task="hopper-medium")``.
+``DiffusionQLConfig.from_preset("cpu", task="hopper-medium")`` of the d3rlpy integration.
 
 The key ``reward`` names a reward preprocessing, which each integration maps to its own tool (d3rlpy: a
 reward scaler):

@@ -1,14 +1,22 @@
-"""Turn any supported RL data container into :class:`Transitions`, without importing the libraries it may come from.
+"""The one place the core meets other libraries' containers: reading them as :class:`Transitions`, writing
+:class:`Transitions` into them, and mixing synthetic data into their replay buffers.
 
 Accepted: a :class:`Transitions`, a Minari ``MinariDataset``, a d3rlpy ``ReplayBuffer``/``MDPDataset`` (any
 ``ReplayBufferBase``) and a Stable-Baselines3 ``ReplayBuffer``. A container is recognised by ``isinstance``
 against the class of a library that is *already imported* (``sys.modules``): an object of a library cannot
 exist before that library is imported, so this is exact and never imports d3rlpy, SB3 or Minari itself.
+
+The adapters live in ``dyaug.integrations``; the tables below name them, and they are imported only when an
+object of their library arrives. This module is the only one of the core that names them. Another library plugs
+in the same way, without touching dyaug: ``read_transitions.register(TheirBuffer)(their_converter)`` (a
+``functools.singledispatch`` function), and likewise ``mix_synthetic``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import sys
 from typing import Any
 
@@ -43,29 +51,79 @@ class ActionBounds:
         object.__setattr__(self, "high", high)
 
 
-def to_transitions(data: Any) -> Transitions:
-    """``data`` as :class:`Transitions` (the converters of :class:`Transitions` do the exact conversion).
+# (library module, class) -> "module:callable" of the adapter that handles it, imported on first use
+_READERS: dict[tuple[str, str], str] = {
+    ("minari", "MinariDataset"): "dyaug.data.minari_io:transitions_from_minari",
+    ("d3rlpy.dataset", "ReplayBufferBase"): "dyaug.integrations.d3rlpy.convert:transitions_from_d3rlpy",
+    ("stable_baselines3.common.buffers", "ReplayBuffer"): "dyaug.integrations.sb3.convert:transitions_from_sb3",
+}
+_WRITERS: dict[str, str] = {"d3rlpy": "dyaug.integrations.d3rlpy.convert:transitions_to_d3rlpy"}
+_MIXERS: dict[tuple[str, str], str] = {
+    ("d3rlpy.dataset", "ReplayBufferBase"): "dyaug.integrations.d3rlpy.buffer:SyntheticReplayBuffer",
+}
 
-    Raises ``TypeError`` for an unsupported container and ``ValueError`` for empty data; the converters raise
+
+@functools.singledispatch
+def read_transitions(data: Any) -> Transitions:
+    """``data`` as :class:`Transitions`, by the adapter registered for its type (see the module docstring)."""
+    adapter = _adapter(_READERS, data)
+    if adapter is None:
+        raise TypeError(
+            f"cannot read RL data from a {type(data).__module__}.{type(data).__qualname__}; pass {ACCEPTED} "
+            "(or build Transitions(observations, actions, rewards, next_observations, terminals, timeouts), or "
+            "register a converter with dyaug.data.coerce.read_transitions.register(YourType))."
+        )
+    return adapter(data)
+
+
+@read_transitions.register
+def _(data: Transitions) -> Transitions:
+    return data
+
+
+def to_transitions(data: Any) -> Transitions:
+    """``data`` as :class:`Transitions` (:func:`read_transitions`, the adapters do the exact conversion).
+
+    Raises ``TypeError`` for an unsupported container and ``ValueError`` for empty data; the adapters raise
     ``ValueError`` for what they cannot represent exactly: non-Box spaces (Minari, SB3), a d3rlpy buffer with a
     discrete action space, NaN or Inf values.
     """
-    if isinstance(data, Transitions):
-        transitions = data
-    elif _is_instance(data, "minari", "MinariDataset"):
-        transitions = Transitions.from_minari(data)
-    elif _is_instance(data, "d3rlpy.dataset", "ReplayBufferBase"):
-        transitions = Transitions.from_d3rlpy(data)
-    elif _is_instance(data, "stable_baselines3.common.buffers", "ReplayBuffer"):
-        transitions = Transitions.from_sb3(data)
-    else:
-        raise TypeError(
-            f"cannot read RL data from a {type(data).__module__}.{type(data).__qualname__}; pass {ACCEPTED} "
-            "(or build Transitions(observations, actions, rewards, next_observations, terminals, timeouts))."
-        )
+    transitions = read_transitions(data)
     if len(transitions) == 0:
         raise ValueError("the data holds no transitions; pass a dataset or buffer with at least one step.")
     return transitions
+
+
+def write_transitions(transitions: Transitions, library: str, **kwargs: Any) -> Any:
+    """``transitions`` as a container of ``library`` (``"d3rlpy"``: a ``ReplayBuffer``), by its adapter."""
+    if library not in _WRITERS:
+        raise ValueError(f"dyaug writes Transitions into {sorted(_WRITERS)}, not {library!r}.")
+    return _load(_WRITERS[library])(transitions, **kwargs)
+
+
+@functools.singledispatch
+def mix_synthetic(buffer: Any, synthetic: Transitions, real_ratio: float) -> Any:
+    """A replay buffer of ``buffer``'s library whose batches hold ``real_ratio`` of ``buffer``'s rows and the rest
+    from ``synthetic`` (for d3rlpy: ``dyaug.integrations.d3rlpy.SyntheticReplayBuffer``)."""
+    adapter = _adapter(_MIXERS, buffer)
+    if adapter is None:
+        raise TypeError(
+            f"dyaug mixes synthetic data into d3rlpy replay buffers here, not a {type(buffer).__qualname__}; for "
+            "Stable-Baselines3 pass replay_buffer_class=dyaug.integrations.sb3.SyntheticReplayBuffer to the model."
+        )
+    return adapter(buffer, synthetic, real_ratio=real_ratio)
+
+
+def _adapter(table: dict[tuple[str, str], str], data: Any) -> Any:
+    for (module, name), target in table.items():
+        if _is_instance(data, module, name):
+            return _load(target)
+    return None
+
+
+def _load(target: str) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def action_bounds(data: Any, transitions: Transitions) -> ActionBounds:

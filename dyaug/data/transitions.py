@@ -167,23 +167,29 @@ class Transitions:
 
     @classmethod
     def from_d3rlpy(cls, buffer: Any) -> Transitions:
-        """Exact conversion of a d3rlpy ``ReplayBuffer``/``MDPDataset`` (see ``dyaug.integrations.d3rlpy``)."""
-        from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy
-
-        return transitions_from_d3rlpy(buffer)
+        """Exact conversion of a d3rlpy ``ReplayBuffer``/``MDPDataset`` (by the d3rlpy adapter, through
+        :func:`dyaug.data.coerce.read_transitions`)."""
+        return _read(buffer, "d3rlpy.dataset", "ReplayBufferBase")
 
     def to_d3rlpy(self, **kwargs: Any) -> Any:
-        """A d3rlpy ``ReplayBuffer`` holding these transitions (see ``dyaug.integrations.d3rlpy``)."""
-        from dyaug.integrations.d3rlpy.convert import transitions_to_d3rlpy
+        """A d3rlpy ``ReplayBuffer`` holding these transitions (:func:`dyaug.data.coerce.write_transitions`)."""
+        from dyaug.data.coerce import write_transitions
 
-        return transitions_to_d3rlpy(self, **kwargs)
+        return write_transitions(self, "d3rlpy", **kwargs)
 
     @classmethod
     def from_sb3(cls, replay_buffer: Any) -> Transitions:
-        """Conversion of an SB3 ``ReplayBuffer`` (actions unscaled to env units; see ``dyaug.integrations.sb3``)."""
-        from dyaug.integrations.sb3.convert import transitions_from_sb3
+        """Conversion of an SB3 ``ReplayBuffer``, actions unscaled to env units (by the SB3 adapter, through
+        :func:`dyaug.data.coerce.read_transitions`)."""
+        return _read(replay_buffer, "stable_baselines3.common.buffers", "ReplayBuffer")
 
-        return transitions_from_sb3(replay_buffer)
+
+def _read(data: Any, module: str, name: str) -> Transitions:
+    from dyaug.data.coerce import _is_instance, read_transitions
+
+    if not _is_instance(data, module, name):
+        raise TypeError(f"expected a {module}.{name}, got a {type(data).__module__}.{type(data).__qualname__}.")
+    return read_transitions(data)
 
 
 def _checked_array(name: str, value: Any) -> np.ndarray:

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 from tqdm.auto import tqdm
 
-from dyaug.data.coerce import ActionBounds, env_id_of, to_transitions
+from dyaug.data.coerce import ActionBounds, env_id_of, mix_synthetic, to_transitions
 from dyaug.data.coerce import action_bounds as infer_action_bounds
 from dyaug.data.columns import ColumnCodec, ColumnTransform, ConstantColumns
 from dyaug.data.transitions import Transitions
@@ -279,13 +279,12 @@ class SynthER:
         return np.concatenate(parts)
 
     def augment(self, buffer: Any, n: int, real_ratio: float = 0.5, **sample_options: Any) -> Any:
-        """``dyaug.integrations.d3rlpy.SyntheticReplayBuffer(buffer, self.sample(n), real_ratio=real_ratio)``:
-        a d3rlpy buffer whose batches mix ``buffer``'s real transitions with ``n`` synthetic ones
-        (``real_ratio=0``: synthetic only, the paper's offline setting). ``sample_options`` go to :meth:`sample`.
+        """``SyntheticReplayBuffer(buffer, self.sample(n), real_ratio=real_ratio)`` of d3rlpy's integration (by
+        :func:`dyaug.data.coerce.mix_synthetic`): a d3rlpy buffer whose batches mix ``buffer``'s real transitions
+        with ``n`` synthetic ones (``real_ratio=0``: synthetic only, the paper's offline setting).
+        ``sample_options`` go to :meth:`sample`.
         """
-        from dyaug.integrations.d3rlpy import SyntheticReplayBuffer
-
-        return SyntheticReplayBuffer(buffer, self.sample(n, **sample_options), real_ratio=real_ratio)
+        return mix_synthetic(buffer, self.sample(n, **sample_options), real_ratio)
 
     def provenance(self) -> dict[str, Any]:
         """JSON description of this generator for the metadata of saved synthetic data, e.g.

@@ -125,9 +125,9 @@ def offline_rl(
     import d3rlpy
     from d3rlpy.logging import NoopAdapterFactory
     from d3rlpy.preprocessing import StandardObservationScaler
+    from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
     from dyaug.dydiff import DyDiff
-    from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
     env_id, device, steps = dataset.env_spec.id, resolve_device(config.device), config.rl_steps
     fit_args = {

@@ -12,7 +12,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dyaug.demo import DemoConfig, run_demo
+    from dyaug.integrations.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)}))
     return 0
@@ -107,7 +107,7 @@ def _add_config_options(parser: argparse.ArgumentParser, config: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dyaug.demo import DemoConfig
+    from dyaug.integrations.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="dyaug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
