@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from dyaug.diffusion import checkpoint
-from dyaug.diffusion.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from dyaug import persistence as checkpoint
+from dyaug.persistence import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 
 
 def test_round_trip_is_exact_for_every_dtype_and_the_meta(tmp_path: Path) -> None:
@@ -112,8 +112,8 @@ def test_invalid_contents_raise_named_errors(tmp_path: Path) -> None:
 
 def test_model_checkpoint_holds_weights_config_and_normalizer(tmp_path) -> None:
     from dyaug.data import ZScoreNormalizer
-    from dyaug.diffusion.checkpoint import load_model, save_model
     from dyaug.diffusion.networks import ResidualMLP
+    from dyaug.persistence import load_model, save_model
 
     torch.manual_seed(0)
     rows = torch.randn(64, 5).numpy() * 3 + 1
@@ -132,3 +132,24 @@ def test_model_checkpoint_holds_weights_config_and_normalizer(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.normalizer.normalize(rows), norm.normalize(rows))
     with pytest.raises(ValueError, match="'toy' checkpoint but a 'synther' checkpoint was expected"):
         load_model(path, "synther")
+
+
+def test_the_next_save_removes_what_a_killed_save_left(tmp_path: Path) -> None:
+    """A process killed mid-save leaves its hidden temporary file (or staging directory) behind; the next save to
+    the same path removes it, and leaves other files alone."""
+    from dyaug.persistence import write_directory
+
+    path = tmp_path / "model.safetensors"
+    (tmp_path / ".model.safetensors.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.safetensors.x.tmp").write_bytes(b"someone else's")
+    save_checkpoint(path, {"w": torch.ones(2)}, {"kind": "test"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.safetensors.x.tmp", "model.safetensors"]
+
+    directory = tmp_path / "gen"
+    (tmp_path / ".gen.abc.tmp").mkdir()
+    (tmp_path / ".gen.abc.tmp" / "part").write_bytes(b"x")
+    (tmp_path / ".gen.old-xyz").mkdir()
+    write_directory(directory, lambda d: (d / "main").write_bytes(b"new"), marker="main", kind="test")
+    write_directory(directory, lambda d: (d / "main").write_bytes(b"newer"), marker="main", kind="test")
+    assert (directory / "main").read_bytes() == b"newer"
+    assert not list(tmp_path.glob(".gen.*"))

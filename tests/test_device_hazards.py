@@ -12,11 +12,11 @@ import torch
 
 from dyaug import DyDiff, Transitions
 from dyaug.device import check_same_device, same_device
-from dyaug.diffusion.checkpoint import load_checkpoint, save_checkpoint
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule
 from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.training import TrainConfig, train
 from dyaug.models.fitting import seeded_module
+from dyaug.persistence import load_checkpoint, save_checkpoint
 
 tiny_tensors = True
 

@@ -20,7 +20,7 @@ import dyaug.datasets
 from dyaug import SynthER, SynthERConfig
 from dyaug.data import Transitions
 from dyaug.data.coerce import ActionBounds
-from dyaug.diffusion.checkpoint import save_model
+from dyaug.persistence import save_model
 from dyaug.synther import PRESETS, DataRange, RowLayout
 
 tiny_tensors = True

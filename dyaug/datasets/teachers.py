@@ -205,7 +205,7 @@ class TeacherRun:
         """One atomic safetensors file; ``keep_until``: keep only the transitions collected before that step."""
         import torch
 
-        from dyaug.diffusion.checkpoint import save_checkpoint
+        from dyaug.persistence import save_checkpoint
 
         tensors: dict[str, Any] = {}
         metas = []
@@ -240,7 +240,7 @@ class TeacherRun:
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherRun:
-        from dyaug.diffusion.checkpoint import load_checkpoint
+        from dyaug.persistence import load_checkpoint
 
         tensors, meta = load_checkpoint(path, kind="forge-teacher-run")
         arrays = {k: v.numpy() for k, v in tensors.items()}

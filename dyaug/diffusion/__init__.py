@@ -4,7 +4,6 @@ A network is any ``nn.Module`` with ``forward(x, noise_level, cond=None)``. A sa
 a shape and an optional :class:`Condition`; it owns no optimizer and no device policy.
 """
 
-from dyaug.diffusion.checkpoint import load_checkpoint, save_checkpoint
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.ema import EMA
@@ -12,6 +11,7 @@ from dyaug.diffusion.networks import DQLMLP, LNResNet, ResidualMLP, TemporalUNet
 from dyaug.diffusion.samplers import HeunSampler
 from dyaug.diffusion.training import TrainConfig, TrainResult, train
 from dyaug.diffusion.vp import VPSDE, DiscreteVPSchedule
+from dyaug.persistence import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DQLMLP",

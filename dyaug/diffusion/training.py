@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dyaug.diffusion.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from dyaug.diffusion.ema import EMA
+from dyaug.persistence import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 
 CHECKPOINT_KIND = "train_state"
 

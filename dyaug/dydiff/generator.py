@@ -18,17 +18,18 @@ from torch import Tensor
 from dyaug.data.coerce import env_id_of, to_transitions
 from dyaug.data.transitions import Transitions
 from dyaug.device import check_same_device, resolve_device
-from dyaug.diffusion.checkpoint import load_model, save_model
-from dyaug.dydiff.checkpoint import MAIN_FILE, check_savable, load_models, save_models, write_directory
 from dyaug.dydiff.config import DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
 from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_for, termination_rule
+from dyaug.models.checkpoint import check_savable, load_models, save_models
 from dyaug.models.support import DataSupport
+from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.validation import check_int
 
 CHECKPOINT_KIND = "dydiff"
+MAIN_FILE = "dydiff.safetensors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,9 +377,10 @@ class DyDiff:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint directory of safetensors files (see :mod:`dyaug.dydiff.checkpoint`): the trajectory
-        model with its normalizer and config, the dynamics and reward models, and the termination function.
-        :meth:`load` restores it exactly. ``TypeError`` when a model passed to :meth:`fit` is not dyaug's."""
+        """Write a checkpoint directory of safetensors files, replaced as a whole: ``dydiff.safetensors`` (the
+        trajectory model with its normalizer and config, the data's support, the training record) and the
+        single-step models (:func:`dyaug.models.checkpoint.save_models`). :meth:`load` restores it exactly.
+        ``TypeError`` when a model passed to :meth:`fit` is not dyaug's."""
         model = self.model
         traj = model.trajectory_model
         check_savable(model.dynamics, model.reward, model.termination)
@@ -398,7 +400,7 @@ class DyDiff:
                 support=None if model.support is None else model.support.state(),
             )
 
-        return write_directory(path, write)
+        return write_directory(path, write, marker=MAIN_FILE, kind="DyDiff")
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto", **sampling: Any) -> DyDiff:

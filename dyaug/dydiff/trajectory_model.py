@@ -26,13 +26,13 @@ from dyaug.data.columns import ConstantColumns
 from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.data.transitions import Transitions
 from dyaug.device import Precision
-from dyaug.diffusion.checkpoint import ModelCheckpoint
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import HeunSampler
 from dyaug.diffusion.training import train
 from dyaug.dydiff.config import DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
+from dyaug.persistence import ModelCheckpoint
 
 
 def given_mask(horizon: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> Tensor:
@@ -57,7 +57,7 @@ class TrajectoryModel:
     constant: ConstantColumns | None = None
 
     def checkpoint_fields(self) -> dict[str, object]:
-        """What :func:`~dyaug.diffusion.checkpoint.save_model` needs to store this model (besides its kind and
+        """What :func:`~dyaug.persistence.save_model` needs to store this model (besides its kind and
         config): the network, the normalizer, the sizes and the constant state columns; :meth:`from_checkpoint`
         reads them back."""
         return {

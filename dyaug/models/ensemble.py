@@ -20,12 +20,12 @@ from dyaug.data.coerce import to_transitions
 from dyaug.data.columns import ConstantColumns
 from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.device import resolve_device
-from dyaug.diffusion.checkpoint import ModelCheckpoint
 from dyaug.models.batches import as_rows, same_batch
 from dyaug.models.checkpoint import load_fitted, save_fitted, target_meta, target_normalizer
 from dyaug.models.config import EnsembleConfig
 from dyaug.models.fitting import FitRecord, Seeds, fit_members, holdout_data, seeded_module
 from dyaug.models.networks import EnsembleMLP
+from dyaug.persistence import ModelCheckpoint
 
 CHECKPOINT_KIND = "dynamics_ensemble"
 

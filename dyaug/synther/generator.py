@@ -22,11 +22,10 @@ from dyaug.data.coerce import action_bounds as infer_action_bounds
 from dyaug.data.columns import ColumnCodec, ColumnTransform, ConstantColumns
 from dyaug.data.transitions import Transitions
 from dyaug.device import precision_timings, resolve_device
-from dyaug.diffusion.checkpoint import load_model, save_model
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.training import train
-from dyaug.dydiff.checkpoint import write_directory
+from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
 from dyaug.synther.labels import Labeller
 from dyaug.synther.rows import DataRange, RowLayout
@@ -310,7 +309,7 @@ class SynthER:
         """Write one atomic safetensors file (no pickle): EMA weights, config, row codec, dimensions, action bounds,
         data range, seed and training record. With ``labels="models"`` ``path`` becomes a directory holding that
         file (``synther.safetensors``) and the single-step models, replaced as a whole
-        (:func:`dyaug.dydiff.checkpoint.write_directory`). :meth:`load` restores either exactly."""
+        (:func:`dyaug.persistence.write_directory`). :meth:`load` restores either exactly."""
         model = self.model
         fields: dict[str, Any] = dict(
             modules={"network": model.network},

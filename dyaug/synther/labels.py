@@ -82,14 +82,14 @@ class Labeller:
     # ------------------------------------------------------------------------------------------ files
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the models into ``directory``; returns the metadata :meth:`load` needs."""
-        from dyaug.dydiff.checkpoint import save_models
+        from dyaug.models.checkpoint import save_models
 
         termination = save_models(directory, self.dynamics, self.reward, self.termination)
         return {"termination": termination, "support": self.support.state()}
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], device: torch.device) -> Labeller:
-        from dyaug.dydiff.checkpoint import load_models
+        from dyaug.models.checkpoint import load_models
 
         dynamics, reward, termination = load_models(directory, meta["termination"], device)
         return cls(dynamics, reward, termination, DataSupport.from_state(meta["support"]))

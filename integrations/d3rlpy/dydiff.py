@@ -36,9 +36,9 @@ from dyaug.data.coerce import to_transitions
 from dyaug.data.fifo import TransitionFIFO
 from dyaug.data.transitions import Transitions
 from dyaug.device import resolve_device
-from dyaug.dydiff.checkpoint import write_directory
 from dyaug.dydiff.generator import DyDiff
 from dyaug.dydiff.phases import PHASE_METRICS, PhaseReport, RolloutPhases, is_fitted, resolve_phase_settings
+from dyaug.persistence import write_directory
 from dyaug.validation import check_int
 
 __all__ = ["D3rlpyPolicy", "DyDiffAugmenter", "DyDiffReplayBuffer"]

@@ -1,4 +1,5 @@
-"""Checkpoints as safetensors files: tensors plus JSON metadata, written atomically, no pickle anywhere.
+"""Every file dyaug writes: safetensors checkpoints (tensors plus JSON metadata) and checkpoint directories, both
+written atomically, no pickle anywhere.
 
 A dyaug checkpoint is a safetensors file whose header metadata holds ``dyaug_format`` (the format
 version) and ``dyaug_meta`` (a JSON object with at least a string ``kind``, e.g. ``"train_state"``).
@@ -9,10 +10,12 @@ into a JSON *layout* that :func:`unflatten_state` uses to rebuild the exact stru
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +36,15 @@ def save_checkpoint(path: str | Path, tensors: Mapping[str, Tensor], meta: Mappi
 
     The file is written to a temporary file in the same directory, fsynced, then moved over ``path`` with
     ``os.replace``: a reader sees the old file or the new one, never a partial one, and a failed write
-    leaves the old file untouched and no temporary file behind.
+    leaves the old file untouched and no temporary file behind. A process killed mid-write leaves its
+    temporary file; the next save to ``path`` removes it (one writer per path).
     """
     if not isinstance(meta.get("kind"), str):
         raise ValueError(f"checkpoint meta needs a string 'kind' (what the file holds), got {meta.get('kind')!r}.")
     path = Path(path)
     header = {FORMAT_KEY: FORMAT_VERSION, META_KEY: json.dumps(dict(meta))}
     contiguous = {name: t.detach().contiguous() for name, t in tensors.items()}
+    remove_stale(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -69,7 +74,7 @@ def load_checkpoint(
             if header.get(FORMAT_KEY) != FORMAT_VERSION or META_KEY not in header:
                 raise ValueError(
                     f"{path} is a safetensors file but not a dyaug checkpoint (format {FORMAT_VERSION}); "
-                    "write it with dyaug.diffusion.checkpoint.save_checkpoint."
+                    "write it with dyaug.persistence.save_checkpoint."
                 )
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except SafetensorError as err:
@@ -200,3 +205,45 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_stale(path: Path) -> None:
+    """Remove what an earlier write to ``path`` left when it was killed: hidden ``.<name>.*.tmp`` files and
+    directories, and ``.<name>.old-*`` directories of :func:`write_directory`."""
+    for stale in itertools.chain(path.parent.glob(f".{path.name}.*.tmp"), path.parent.glob(f".{path.name}.old-*")):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def write_directory(path: str | Path, write: Callable[[Path], None], marker: str, kind: str) -> Path:
+    """Run ``write(directory)`` on a fresh hidden directory and move it to ``path``, replacing an old checkpoint
+    directory as a whole.
+
+    Every file goes to a fresh hidden directory next to the target, which is then renamed onto the target (atomic
+    when the target does not exist yet). An existing checkpoint is first renamed aside and removed after the new
+    one is in place, so a crash between the two renames leaves the old checkpoint under a hidden
+    ``.<name>.old-*`` name, never a partial one under the target's name; the next write removes such leftovers.
+    Refuses (``ValueError``) to replace an existing ``path`` that is not a ``kind`` checkpoint directory, i.e. one
+    without the file ``marker``.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (path / marker).is_file()):
+        raise ValueError(f"{path} exists and is not a {kind} checkpoint directory; choose another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        write(staging)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            os.replace(path, old / path.name)
+        os.replace(staging, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
