@@ -3,6 +3,10 @@ on a synthetic set.
 
 SynthER (Lu et al. 2023, "Synthetic Experience Replay") trains on batches holding a fixed share of real
 transitions: 50 % online, 0 % offline (real data replaced by synthetic data).
+
+One rule for every buffer (:func:`batch_split`): a batch holds ``round(real_ratio · batch_size)`` real rows and
+the rest synthetic, both drawn uniformly with replacement, whatever the size of the synthetic set; only while
+there is no synthetic row at all (an online generator before its first samples) is the batch all real.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import numbers
 
 from dyaug.data.transitions import Transitions
 
-__all__ = ["RealRatioMixin", "check_real_ratio", "check_synthetic", "real_batch_size"]
+__all__ = ["RealRatioMixin", "batch_split", "check_real_ratio", "check_synthetic", "real_batch_size"]
 
 
 def check_real_ratio(real_ratio: float) -> float:
@@ -29,6 +33,12 @@ def real_batch_size(batch_size: int, real_ratio: float) -> int:
     if batch_size < 0:
         raise ValueError(f"batch_size must be >= 0, got {batch_size}.")
     return min(batch_size, math.floor(real_ratio * batch_size + 0.5))
+
+
+def batch_split(batch_size: int, real_ratio: float, synthetic_size: int) -> tuple[int, int]:
+    """``(real rows, synthetic rows)`` of a batch under the module's rule."""
+    n_real = real_batch_size(batch_size, real_ratio) if synthetic_size > 0 else batch_size
+    return n_real, batch_size - n_real
 
 
 def check_synthetic(transitions: Transitions, obs_dim: int, act_dim: int) -> Transitions:

@@ -131,13 +131,15 @@ def test_fifo_keeps_the_newest_rows_and_evicts_the_oldest_first() -> None:
         fifo.transitions()
 
 
-def test_batches_are_all_real_until_the_model_buffer_fills_the_synthetic_share(pendulum: Transitions) -> None:
+def test_batches_keep_the_synthetic_share_of_the_model_buffer(pendulum: Transitions) -> None:
+    """The rule of every dyaug buffer (dyaug.integrations.mixing.batch_split): the share holds from the first
+    phase on, the model buffer's rows drawn with replacement."""
     fifo = TransitionFIFO(capacity=1000)
     fifo.add(_rows(10_000, 12, with_next_actions=True))
     buffer = DyDiffReplayBuffer(transitions_to_d3rlpy(pendulum), fifo, real_ratio=0.6)
     np.random.seed(0)
     batch = buffer.sample_transition_batch(32)  # synthetic share: 32 - round(0.6 * 32) = 13 > 12 rows
-    assert batch.observations.shape == (32, 3) and (np.abs(batch.observations) < 100).all()
+    assert batch.observations.shape == (32, 3) and (batch.observations[:, 0] >= 10_000).sum() == 13
     fifo.add(_rows(20_000, 1, with_next_actions=True))
     buffer.refresh()
     batch = buffer.sample_transition_batch(32)

@@ -360,3 +360,20 @@ def test_bad_inputs_raise_named_errors(models: LearnedModels) -> None:
             LearnedEnvConfig(**settings)
     with pytest.raises(ValueError, match="num_envs"):
         LearnedDynamicsVectorEnv(models, 0)
+
+
+def test_a_fitted_dydiff_serves_an_environment_directly(data: Transitions) -> None:
+    gen = DyDiff(
+        "tiny",
+        device="cpu",
+        seed=0,
+        train_steps=10,
+        dynamics=EnsembleConfig.from_preset("tiny", max_steps=20),
+        reward=RewardConfig.from_preset("tiny", max_steps=20),
+    ).fit(data, env_id=ENV_ID, progress=False)
+    env = LearnedDynamicsWrapper(gym.make(ENV_ID), gen)  # LearnedModels.from_dydiff inside
+    obs, _ = env.reset(seed=0)
+    next_obs, *_ = env.step(np.zeros(3, np.float32))
+    assert obs.shape == next_obs.shape == (11,) and env.models.dynamics is gen.model.dynamics
+    with pytest.raises(TypeError, match=r"LearnedModels\.from_dydiff\(generator, env\)"):
+        LearnedDynamicsWrapper(gym.make(ENV_ID), object())

@@ -71,14 +71,13 @@ def test_batch_composition_is_exact(real_ratio, batch_size):
         assert value.dtype == th.float32 and value.shape[0] == batch_size and value.ndim == 2, field
 
 
-def test_batches_are_real_until_the_synthetic_set_covers_the_synthetic_share():
+def test_batches_are_real_until_there_is_a_synthetic_row_then_keep_the_share():
+    """The rule of every dyaug buffer (dyaug.integrations.mixing.batch_split)."""
     buffer = _buffer(real_ratio=0.5)
     assert not (buffer.sample(16).observations[:, 0] > SENTINEL / 2).any()  # nothing installed
-    buffer.set_synthetic(_synthetic(n=7))  # fewer than the 8 synthetic rows of a batch of 16
-    assert not (buffer.sample(16).observations[:, 0] > SENTINEL / 2).any()
-    assert (buffer.sample(14).observations[:, 0] > SENTINEL / 2).sum() == 7  # 7 rows cover a batch of 14
-    buffer.set_synthetic(_synthetic(n=8))
+    buffer.set_synthetic(_synthetic(n=7))  # fewer than the 8 synthetic rows of a batch of 16: drawn with replacement
     assert (buffer.sample(16).observations[:, 0] > SENTINEL / 2).sum() == 8
+    assert (buffer.sample(14).observations[:, 0] > SENTINEL / 2).sum() == 7
     buffer.clear_synthetic()
     assert buffer.synthetic_size == 0 and not (buffer.sample(16).observations[:, 0] > SENTINEL / 2).any()
 

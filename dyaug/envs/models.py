@@ -307,3 +307,18 @@ def _load(path: str | Path, device: torch.device) -> LearnedModels:
 def _load_trajectory_model(path: Path, device: torch.device) -> TrajectoryModel:
     checkpoint = load_model(path, TRAJECTORY_KIND, device=device)
     return TrajectoryModel.from_checkpoint(checkpoint, DyDiffConfig(**checkpoint.config), device)
+
+
+def as_learned_models(models: object, env: gym.Env | str | None = None) -> LearnedModels:
+    """``models`` itself when it is :class:`LearnedModels`; the models of a fitted :class:`~dyaug.DyDiff`
+    (:meth:`LearnedModels.from_dydiff` with ``env``'s spaces, ensemble mode); otherwise ``TypeError`` naming both."""
+    from dyaug.dydiff.generator import DyDiff
+
+    if isinstance(models, LearnedModels):
+        return models
+    if isinstance(models, DyDiff):
+        return LearnedModels.from_dydiff(models, env)
+    raise TypeError(
+        f"models must be a dyaug.envs.LearnedModels or a fitted dyaug.DyDiff, got {type(models).__name__}; build "
+        "one with LearnedModels.from_dydiff(generator, env) or LearnedModels(dynamics=..., reward=..., ...)."
+    )

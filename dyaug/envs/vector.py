@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -11,11 +11,14 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dyaug.envs.config import LearnedEnvConfig
-from dyaug.envs.models import LearnedModels
+from dyaug.envs.models import LearnedModels, as_learned_models
 from dyaug.envs.spaces import checked_actions, checked_states
 from dyaug.envs.stepping import LearnedMDP
 from dyaug.envs.wrapper import resolve_env_config, to_host
 from dyaug.validation import check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dyaug.dydiff.generator import DyDiff
 
 
 class LearnedDynamicsVectorEnv(VectorEnv):
@@ -45,7 +48,7 @@ class LearnedDynamicsVectorEnv(VectorEnv):
 
     def __init__(
         self,
-        models: LearnedModels,
+        models: LearnedModels | DyDiff,
         num_envs: int,
         mode: str = "ensemble",
         *,
@@ -54,8 +57,7 @@ class LearnedDynamicsVectorEnv(VectorEnv):
         penalty: float = 0.0,
         max_episode_steps: int | None = None,
     ) -> None:
-        if not isinstance(models, LearnedModels):
-            raise TypeError(f"models must be a dyaug.envs.LearnedModels, got {type(models).__name__}.")
+        models = as_learned_models(models, env)
         check_int("num_envs", num_envs, numpy=False)
         self.config = resolve_env_config(
             models,

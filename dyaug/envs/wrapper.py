@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,9 +19,12 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import seeding
 
 from dyaug.envs.config import LearnedEnvConfig
-from dyaug.envs.models import LearnedModels
+from dyaug.envs.models import LearnedModels, as_learned_models
 from dyaug.envs.spaces import checked_actions, checked_states
 from dyaug.envs.stepping import LearnedMDP, StepResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dyaug.dydiff.generator import DyDiff
 
 
 class SimulatorStub(gym.Env):
@@ -111,15 +114,14 @@ class LearnedDynamicsWrapper(gym.Wrapper):
     def __init__(
         self,
         env: gym.Env,
-        models: LearnedModels,
+        models: LearnedModels | DyDiff,
         mode: str = "ensemble",
         *,
         reset_from: str | None = None,
         penalty: float = 0.0,
         max_episode_steps: int | None = None,
     ) -> None:
-        if not isinstance(models, LearnedModels):
-            raise TypeError(f"models must be a dyaug.envs.LearnedModels, got {type(models).__name__}.")
+        models = as_learned_models(models, env)
         super().__init__(env)
         self.config = resolve_env_config(models, env, LearnedEnvConfig(mode, reset_from, penalty, max_episode_steps))
         self.models = models

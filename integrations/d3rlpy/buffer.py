@@ -26,7 +26,7 @@ from d3rlpy.dataset.buffers import BufferProtocol
 from d3rlpy.dataset.trajectory_slicers import TrajectorySlicerProtocol
 from d3rlpy.dataset.transition_pickers import TransitionPickerProtocol
 from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy
-from dyaug.integrations.mixing import RealRatioMixin, check_real_ratio, check_synthetic, real_batch_size
+from dyaug.integrations.mixing import RealRatioMixin, batch_split, check_real_ratio, check_synthetic
 
 from dyaug.data.transitions import Transitions
 
@@ -138,8 +138,9 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBufferBase):
 
     # ------------------------------------------------------------------ sampling
     def sample_transition_batch(self, batch_size: int) -> TransitionMiniBatch:
-        """A batch of ``round(real_ratio · batch_size)`` uniform real rows followed by uniform synthetic rows."""
-        n_real = real_batch_size(batch_size, self._real_ratio)
+        """A batch of uniform real rows followed by uniform synthetic rows, split by
+        :func:`~dyaug.integrations.mixing.batch_split`."""
+        n_real, _ = batch_split(batch_size, self._real_ratio, len(self._synthetic_rows))
         rows = np.empty((batch_size, self._real_rows.shape[1]), np.float32)
         real_index = np.random.randint(len(self._real_rows), size=n_real)
         synthetic_index = np.random.randint(len(self._synthetic_rows), size=batch_size - n_real)

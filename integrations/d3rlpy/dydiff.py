@@ -24,12 +24,12 @@ from d3rlpy.algos.qlearning.base import QLearningAlgoBase
 from d3rlpy.algos.utility import build_scalers_with_transition_picker
 from d3rlpy.base import LearnableConfig, LearnableConfigWithShape
 from d3rlpy.constants import ActionSpace
-from d3rlpy.dataset import ReplayBufferBase, TransitionMiniBatch
+from d3rlpy.dataset import ReplayBufferBase
 from d3rlpy.logging import FileAdapterFactory, LoggerAdapterFactory
 from d3rlpy.metrics import EvaluatorProtocol
-from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer, _mini_batch, _real_transitions
+from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer, _real_transitions
 from dyaug.integrations.d3rlpy.convert import transitions_to_d3rlpy
-from dyaug.integrations.mixing import check_real_ratio, real_batch_size
+from dyaug.integrations.mixing import check_real_ratio
 from torch import Tensor
 
 from dyaug.data.coerce import to_transitions
@@ -114,13 +114,6 @@ class DyDiffReplayBuffer(SyntheticReplayBuffer):
     def refresh(self) -> None:
         """Install the model buffer's current rows as the synthetic set."""
         self.set_synthetic(self.fifo.transitions())
-
-    def sample_transition_batch(self, batch_size: int) -> TransitionMiniBatch:
-        """Mixed as :class:`SyntheticReplayBuffer` mixes, or all real while the synthetic set is too small."""
-        if len(self.synthetic) >= batch_size - real_batch_size(batch_size, self.real_ratio):
-            return super().sample_transition_batch(batch_size)
-        rows = self._real_rows[np.random.randint(len(self._real_rows), size=batch_size)]
-        return _mini_batch(rows, self._obs_dim, self._act_dim)
 
 
 @dataclasses.dataclass(frozen=True)

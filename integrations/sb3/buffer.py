@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch as th
-from dyaug.integrations.mixing import RealRatioMixin, check_real_ratio, check_synthetic, real_batch_size
+from dyaug.integrations.mixing import RealRatioMixin, batch_split, check_real_ratio, check_synthetic
 from dyaug.integrations.sb3.convert import transitions_from_sb3
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -114,9 +114,10 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        """``round(real_ratio · batch_size)`` real rows (SB3's sampling) followed by synthetic rows."""
-        n_synthetic = batch_size - real_batch_size(batch_size, self._real_ratio)
-        if n_synthetic == 0 or self.synthetic_size < n_synthetic:
+        """Real rows (SB3's sampling) followed by synthetic rows, split by
+        :func:`~dyaug.integrations.mixing.batch_split` (all real while there is no synthetic row)."""
+        _, n_synthetic = batch_split(batch_size, self._real_ratio, self.synthetic_size)
+        if n_synthetic == 0:
             return super().sample(batch_size, env=env)
         index = th.randint(self.synthetic_size, (n_synthetic,), device=self.device)
         synthetic = self._normalized(
