@@ -292,7 +292,13 @@ def test_synthetic_data_saves_as_a_minari_dataset_marked_synthetic(fitted: Synth
     assert meta["synthetic"] is True
     generator = meta["generator"]
     assert generator["generator"] == "dyaug.SynthER" and generator["dyaug_version"] == dyaug.__version__
-    assert generator["training_data"] == {"id": "dyaug/hopper/random-tiny-v0", "n_transitions": 2000}
+    assert generator["training_data"] == {
+        "id": "dyaug/hopper/random-tiny-v0",
+        "n_transitions": 2000,
+        "obs_dim": 11,
+        "act_dim": 3,
+        "env_id": "Hopper-v5",
+    }
     assert SynthERConfig(**generator["config"]) == fitted.config and generator["seed"] == 0
     assert dataset.total_episodes == 25  # unordered synthetic transitions: one 1-step episode each
     assert np.array_equal(Transitions.from_minari(dataset).next_observations, samples.next_observations)

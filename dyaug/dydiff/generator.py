@@ -22,6 +22,7 @@ from dyaug.dydiff.config import DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
+from dyaug.generators import GeneratorBase
 from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_for, termination_rule
 from dyaug.models.checkpoint import check_savable, load_models, save_models
 from dyaug.models.support import DataSupport
@@ -89,7 +90,7 @@ class FittedDyDiff:
     support: DataSupport | None = None
 
 
-class DyDiff:
+class DyDiff(GeneratorBase):
     """DyDiff (Zhao et al. 2024): synthetic trajectories that follow a given policy.
 
     ``fit`` trains (or takes) three models: a trajectory diffusion model of min-max normalised windows
@@ -123,6 +124,9 @@ class DyDiff:
     :param overrides: fields of :class:`DyDiffConfig` replacing the preset's (``TypeError`` for others).
     """
 
+    config: DyDiffConfig
+    _model: FittedDyDiff | None
+
     def __init__(
         self,
         preset: str = "cpu",
@@ -132,24 +136,10 @@ class DyDiff:
         seed: int = 0,
         **overrides: Any,
     ) -> None:
-        check_int("seed", seed, 0, numpy=False)
         named = {k: v for k, v in (("horizon", horizon), ("iterations", iterations)) if v is not None}
-        self.config: DyDiffConfig = resolve_config(preset, {**overrides, **named})
-        self.preset = preset
-        self.device = resolve_device(device)
-        self.seed = seed
-        self.training_losses: list[float] = []
+        super().__init__(resolve_config(preset, {**overrides, **named}), preset, device, seed)
         self.last_rollout_stats: RolloutStats | None = None
-        self._model: FittedDyDiff | None = None
-        self._rollout_calls = 0
         self._warned: set[str] = set()
-
-    def __repr__(self) -> str:
-        state = f"fitted on {self._model.training_data}" if self._model is not None else "not fitted"
-        return (
-            f"DyDiff(preset={self.preset!r}, horizon={self.config.horizon}, device={str(self.device)!r}, "
-            f"seed={self.seed}; {state})"
-        )
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(
@@ -207,24 +197,23 @@ class DyDiff:
                 device=device,
                 progress=progress,
             )
-        self._model = FittedDyDiff(
+        model = FittedDyDiff(
             trajectory_model=trajectory_model,
             dynamics=dynamics,
             reward=reward,
             termination=termination,
-            training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions), "env_id": env_id},
+            training_data={
+                "id": getattr(data, "id", None),
+                "n_transitions": len(transitions),
+                "obs_dim": transitions.obs_dim,
+                "act_dim": transitions.act_dim,
+                "env_id": env_id,
+            },
             support=DataSupport.fit(transitions, config.horizon),
         )
+        self._installed(model)
         self.training_losses = losses
-        self._rollout_calls = 0
         return self
-
-    @property
-    def model(self) -> FittedDyDiff:
-        """The fitted models; ``RuntimeError`` before :meth:`fit` or :meth:`load`."""
-        if self._model is None:
-            raise RuntimeError("this DyDiff is not fitted; call .fit(data) or DyDiff.load(path) first.")
-        return self._model
 
     def engine(self) -> RolloutEngine:
         """The rollout engine over the fitted models (what :meth:`rollout` runs)."""
@@ -284,9 +273,7 @@ class DyDiff:
             raise TypeError(f"average must be True or False, got {average!r}.")
         trajectory_filter = self._filter(filter)
         engine = self.engine()
-        if seed is None:
-            seed = int(np.random.SeedSequence([self.seed, self._rollout_calls]).generate_state(1, np.uint64)[0] >> 1)
-            self._rollout_calls += 1
+        seed = self._call_seed(seed)
         generator = torch.Generator(self.device).manual_seed(seed)
         trajectories = engine.run(
             policy, self._start_states(start_states), iterations=iterations, average=average, generator=generator
@@ -362,19 +349,6 @@ class DyDiff:
                 f"{type(start_states).__name__}."
             ) from err
 
-    def provenance(self) -> dict[str, Any]:
-        """JSON description of this generator for the metadata of saved synthetic data."""
-        from dyaug import __version__
-
-        return {
-            "generator": "dyaug.DyDiff",
-            "dyaug_version": __version__,
-            "preset": self.preset,
-            "seed": self.seed,
-            "config": self.config.to_dict(),
-            "training_data": dict(self.model.training_data),
-        }
-
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory of safetensors files, replaced as a whole: ``dydiff.safetensors`` (the
@@ -424,13 +398,17 @@ class DyDiff:
         meta = checkpoint.meta
         generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **{**checkpoint.config, **sampling})
         dynamics, reward, termination = load_models(path, meta["termination"], device)
-        generator._model = FittedDyDiff(
-            trajectory_model=TrajectoryModel.from_checkpoint(checkpoint, generator.config, device),
-            dynamics=dynamics,
-            reward=reward,
-            termination=termination,
-            training_data=meta["training_data"],
-            support=DataSupport.from_state(meta["support"]) if meta.get("support") else None,
+        trajectory_model = TrajectoryModel.from_checkpoint(checkpoint, generator.config, device)
+        sizes = {"obs_dim": trajectory_model.obs_dim, "act_dim": trajectory_model.act_dim}
+        generator._installed(
+            FittedDyDiff(
+                trajectory_model=trajectory_model,
+                dynamics=dynamics,
+                reward=reward,
+                termination=termination,
+                training_data={**meta["training_data"], **sizes},
+                support=DataSupport.from_state(meta["support"]) if meta.get("support") else None,
+            )
         )
         generator.training_losses = list(meta["training_losses"])
         return generator

@@ -20,8 +20,9 @@ import torch
 
 from dyaug.data.fifo import TransitionFIFO
 from dyaug.data.transitions import Transitions
-from dyaug.dydiff.generator import DyDiff, RolloutStats
+from dyaug.dydiff.generator import RolloutStats
 from dyaug.dydiff.rollout import Policy
+from dyaug.generators import PolicyRollout
 from dyaug.metrics import SUPPORTED_ENVS, dynamics_error
 from dyaug.validation import check_int
 
@@ -84,13 +85,9 @@ PHASE_PRESETS: dict[str, PhaseSettings] = {
 }
 
 
-def is_fitted(generator: DyDiff) -> bool:
+def is_fitted(generator: PolicyRollout) -> bool:
     """Whether ``generator`` has its models (fitted or loaded)."""
-    try:
-        generator.model  # noqa: B018 (raises RuntimeError before fit/load)
-    except RuntimeError:
-        return False
-    return True
+    return bool(generator.fitted)
 
 
 def resolve_phase_settings(preset: str, **overrides: int | None) -> PhaseSettings:
@@ -139,7 +136,8 @@ class PhaseReport:
 class RolloutPhases:
     """Runs DyDiff's rollout phases for a learner and keeps their transitions in :attr:`fifo`.
 
-    :param generator: a :class:`DyDiff`, fitted before the first :meth:`run`.
+    :param generator: a :class:`~dyaug.generators.PolicyRollout` (a :class:`DyDiff`, say), fitted before the first
+        :meth:`run`.
     :param settings: the schedule and sizes (:class:`PhaseSettings`).
     :param seed: the phase at training step t draws its start states, its rollout seed and its check subsample from
         ``np.random.default_rng([seed, t])``, so runs repeat (also when resumed) whatever else used the generator.
@@ -151,15 +149,18 @@ class RolloutPhases:
 
     def __init__(
         self,
-        generator: DyDiff,
+        generator: PolicyRollout,
         settings: PhaseSettings,
         *,
         seed: int = 0,
         env_id: str | None = None,
         next_actions: bool = False,
     ) -> None:
-        if not isinstance(generator, DyDiff):
-            raise TypeError(f"generator must be a dyaug DyDiff, got {type(generator).__name__}.")
+        if not isinstance(generator, PolicyRollout):
+            raise TypeError(
+                f"generator must be a policy-rollout generator (dyaug.generators.PolicyRollout, e.g. a DyDiff), got "
+                f"{type(generator).__name__}."
+            )
         check_int("seed", seed, 0, numpy=False)
         self.generator = generator
         self.settings = settings
@@ -201,7 +202,7 @@ class RolloutPhases:
     def check_env(self) -> str | None:
         """The environment the simulator check runs in: ``env_id``, else the generator's training task when it is
         one :func:`~dyaug.metrics.dynamics_error` supports; ``None``: no check."""
-        env_id = self.env_id if self.env_id is not None else self.generator.model.training_data.get("env_id")
+        env_id = self.env_id if self.env_id is not None else self.generator.env_id
         return env_id if env_id in SUPPORTED_ENVS and self.settings.check_rows > 0 else None
 
     def simulator_check(self, transitions: Transitions, rng: np.random.Generator) -> tuple[float | None, float | None]:

@@ -25,6 +25,7 @@ from dyaug.device import precision_timings, resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.training import train
+from dyaug.generators import GeneratorBase
 from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
 from dyaug.synther.labels import Labeller
@@ -65,7 +66,7 @@ class FittedModel:
     labeller: Labeller | None = None
 
 
-class SynthER:
+class SynthER(GeneratorBase):
     """Synthetic Experience Replay (Lu et al. 2023): an unconditional EDM model of transitions.
 
     Rows x = [s, a, r, s', terminal] (s' − s in place of s' with ``residual``) are z-scored per column,
@@ -87,20 +88,12 @@ class SynthER:
     :param overrides: fields of :class:`SynthERConfig` replacing the preset's (``TypeError`` for others).
     """
 
-    def __init__(self, preset: str = "cpu", device: str | torch.device = "auto", seed: int = 0, **overrides: Any):
-        check_int("seed", seed, 0, numpy=False)
-        self.config: SynthERConfig = resolve_config(preset, overrides)
-        self.preset = preset
-        self.device = resolve_device(device)
-        self.seed = seed
-        self.training_losses: list[float] = []
-        self.last_sample_stats: SampleStats | None = None
-        self._model: FittedModel | None = None
-        self._sample_calls = 0
+    config: SynthERConfig
+    _model: FittedModel | None
 
-    def __repr__(self) -> str:
-        state = f"fitted on {self._model.training_data}" if self._model is not None else "not fitted"
-        return f"SynthER(preset={self.preset!r}, device={str(self.device)!r}, seed={self.seed}; {state})"
+    def __init__(self, preset: str = "cpu", device: str | torch.device = "auto", seed: int = 0, **overrides: Any):
+        super().__init__(resolve_config(preset, overrides), preset, device, seed)
+        self.last_sample_stats: SampleStats | None = None
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(
@@ -159,7 +152,13 @@ class SynthER:
                 layout=layout,
                 action_bounds=bounds,
                 data_range=DataRange.of(rows, layout),
-                training_data={"id": getattr(data, "id", None), "n_transitions": len(transitions)},
+                training_data={
+                    "id": getattr(data, "id", None),
+                    "n_transitions": len(transitions),
+                    "obs_dim": transitions.obs_dim,
+                    "act_dim": transitions.act_dim,
+                    "env_id": env_id if env_id is not None else env_id_of(data),
+                },
                 labeller=labeller,
             )
 
@@ -189,17 +188,9 @@ class SynthER:
                 device=self.device,
                 progress=progress,
             )
-        self._model = model_of(ema.module, labeller)
+        self._installed(model_of(ema.module, labeller))
         self.training_losses = list(result.losses)
-        self._sample_calls = 0
         return self
-
-    @property
-    def model(self) -> FittedModel:
-        """The fitted model; ``RuntimeError`` before :meth:`fit` or :meth:`load`."""
-        if self._model is None:
-            raise RuntimeError("this SynthER is not fitted; call .fit(data) or SynthER.load(path) first.")
-        return self._model
 
     # ---------------------------------------------------------------------------------------- sampling
     def sample(
@@ -235,9 +226,7 @@ class SynthER:
         check_int("n", n, hint="how many transitions to generate")
         batch_size = self.config.sample_batch_size if batch_size is None else batch_size
         check_int("batch_size", batch_size)
-        if seed is None:
-            seed = int(np.random.SeedSequence([self.seed, self._sample_calls]).generate_state(1, np.uint64)[0] >> 1)
-            self._sample_calls += 1
+        seed = self._call_seed(seed)
         start = time.perf_counter()
         rows = self._generate_rows(int(n), int(batch_size), seed, progress)
         outside = np.zeros_like(rows, dtype=bool)
@@ -286,18 +275,9 @@ class SynthER:
         return mix_synthetic(buffer, self.sample(n, **sample_options), real_ratio)
 
     def provenance(self) -> dict[str, Any]:
-        """JSON description of this generator for the metadata of saved synthetic data, e.g.
-        ``sample(n).to_minari(dataset_id, env_id, synthetic=True, generator=gen.provenance())``."""
-        from dyaug import __version__
-
         model = self.model
         return {
-            "generator": "dyaug.SynthER",
-            "dyaug_version": __version__,
-            "preset": self.preset,
-            "seed": self.seed,
-            "config": self.config.to_dict(),
-            "training_data": dict(model.training_data),
+            **super().provenance(),
             "action_bounds_source": model.action_bounds.source,
             "precision": precision_timings(),
             "constant_columns": int(model.codec.constant.mask.sum()),
@@ -359,14 +339,17 @@ class SynthER:
             )
         network = generator.config.network(codec.model_dim).to(device)
         network.load_state_dict(checkpoint.states["network"])
-        generator._model = FittedModel(
-            network=network.eval().requires_grad_(False),
-            codec=codec,
-            layout=layout,
-            action_bounds=ActionBounds(meta["action_low"], meta["action_high"], meta["action_bounds_source"]),
-            data_range=DataRange(meta["data_low"], meta["data_high"], meta["data_checked"]),
-            training_data=meta["training_data"],
-            labeller=Labeller.load(path, meta["labeller"], device) if "labeller" in meta else None,
+        training_data = {"env_id": None, **meta["training_data"], "obs_dim": layout.obs_dim, "act_dim": layout.act_dim}
+        generator._installed(
+            FittedModel(
+                network=network.eval().requires_grad_(False),
+                codec=codec,
+                layout=layout,
+                action_bounds=ActionBounds(meta["action_low"], meta["action_high"], meta["action_bounds_source"]),
+                data_range=DataRange(meta["data_low"], meta["data_high"], meta["data_checked"]),
+                training_data=training_data,
+                labeller=Labeller.load(path, meta["labeller"], device) if "labeller" in meta else None,
+            )
         )
         generator.training_losses = list(meta["training_losses"])
         return generator

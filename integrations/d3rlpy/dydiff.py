@@ -10,6 +10,7 @@ phases) and the loggers (the phases' numbers are d3rlpy evaluators, logged at th
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import typing
@@ -38,6 +39,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.device import resolve_device
 from dyaug.dydiff.generator import DyDiff
 from dyaug.dydiff.phases import PHASE_METRICS, PhaseReport, RolloutPhases, is_fitted, resolve_phase_settings
+from dyaug.generators import PolicyRollout
 from dyaug.persistence import write_directory
 from dyaug.validation import check_int
 
@@ -146,8 +148,9 @@ class DyDiffAugmenter:
         (``TD3PlusBCConfig(...)``, also ``dyaug.integrations.d3rlpy.DiffusionQLConfig``/``SRPOConfig``) or a created
         algorithm (trained or not). Any continuous d3rlpy Q-learning algorithm with a policy works; algorithms that
         need returns-to-go (CalQL) do not (synthetic rows have none).
-    :param generator: a :class:`~dyaug.dydiff.DyDiff` (fitted or not), a path written by ``DyDiff.save``, or
-        ``None``: ``DyDiff(preset, device=device, seed=seed)``, fitted on the first ``fit``'s dataset.
+    :param generator: any :class:`~dyaug.generators.PolicyRollout` (a :class:`~dyaug.dydiff.DyDiff`; fitted or not),
+        a path written by ``DyDiff.save``, or ``None``: ``DyDiff(preset, device=device, seed=seed)``, fitted on the
+        first ``fit``'s dataset.
     :param preset: the generator's preset when ``generator`` is ``None``, and the source of the phase settings
         left ``None`` (:data:`~dyaug.dydiff.phases.PHASE_PRESETS`: ``"tiny"``, ``"cpu"``, ``"paper"``).
     :param real_ratio: share of real rows per batch (the official code: 0.6).
@@ -167,7 +170,7 @@ class DyDiffAugmenter:
     def __init__(
         self,
         base_algo: BaseAlgo = TD3PlusBC,
-        generator: DyDiff | str | Path | None = None,
+        generator: PolicyRollout | str | Path | None = None,
         preset: str = "cpu",
         real_ratio: float = 0.6,
         rollout_every: int | None = None,
@@ -247,11 +250,11 @@ class DyDiffAugmenter:
             raise ValueError(f"evaluator names {taken} are DyDiff's own metric names; rename those evaluators.")
         real_buffer, real = _real_data(dataset)
         self._fit_generator(dataset, progress=show_progress)
-        fitted = self.generator.model.trajectory_model
-        if (fitted.obs_dim, fitted.act_dim) != (real.obs_dim, real.act_dim):
+        sizes = (self.generator.obs_dim, self.generator.act_dim)
+        if sizes != (real.obs_dim, real.act_dim):
             raise ValueError(
-                f"the generator was fitted on observations/actions of sizes {(fitted.obs_dim, fitted.act_dim)}, the "
-                f"dataset has {(real.obs_dim, real.act_dim)}; use a generator fitted on this task's data."
+                f"the generator was fitted on observations/actions of sizes {sizes}, the dataset has "
+                f"{(real.obs_dim, real.act_dim)}; use a generator fitted on this task's data."
             )
         self._build(real_buffer)
         if len(self.synthetic) == 0 or self.phases.due(self.steps_done):
@@ -317,7 +320,9 @@ class DyDiffAugmenter:
             observation_shape=impl.observation_shape, action_size=impl.action_size, config=self.algo.config
         )
         settings = self.phases.settings
+        generator_class = type(self.generator)
         record = {
+            "generator": f"{generator_class.__module__}:{generator_class.__qualname__}",
             "preset": self.preset,
             "real_ratio": self.real_ratio,
             "settings": dataclasses.asdict(settings),
@@ -348,7 +353,7 @@ class DyDiffAugmenter:
         settings = record["settings"]
         augmenter = cls(
             base_algo=algo,
-            generator=DyDiff.load(path / GENERATOR_DIR, device=device),
+            generator=_generator_class(record).load(path / GENERATOR_DIR, device=device),
             preset=record["preset"],
             real_ratio=record["real_ratio"],
             rollout_every=settings["rollout_every"],
@@ -403,14 +408,23 @@ def _make_algo(base_algo: BaseAlgo, device: torch.device) -> QLearningAlgoBase:
     return algo
 
 
-def _make_generator(generator: DyDiff | str | Path | None, preset: str, device: torch.device, seed: int) -> DyDiff:
+def _generator_class(record: dict[str, Any]) -> Any:
+    """The class that saved the augmenter's generator (DyDiff for checkpoints that do not record one)."""
+    module, _, name = record.get("generator", "dyaug.dydiff.generator:DyDiff").partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _make_generator(
+    generator: PolicyRollout | str | Path | None, preset: str, device: torch.device, seed: int
+) -> PolicyRollout:
     if generator is None:
         return DyDiff(preset, device=device, seed=seed)
     if isinstance(generator, str | Path):
         return DyDiff.load(generator, device=device)
-    if not isinstance(generator, DyDiff):
+    if not isinstance(generator, PolicyRollout):
         raise TypeError(
-            f"generator must be a DyDiff, a DyDiff checkpoint path or None, got {type(generator).__name__}."
+            f"generator must be a policy-rollout generator (dyaug.generators.PolicyRollout, e.g. a DyDiff), a DyDiff "
+            f"checkpoint path or None, got {type(generator).__name__}."
         )
     return generator
 

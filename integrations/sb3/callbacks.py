@@ -8,11 +8,13 @@ agent trains on 50/50 real/synthetic batches with an update-to-data ratio of 20.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
 from stable_baselines3.common.callbacks import BaseCallback
 
+from dyaug.generators import TransitionSampler
 from dyaug.synther import SynthER
 from dyaug.validation import check_int
 
@@ -33,6 +35,9 @@ class SynthERCallback(BaseCallback):
         model and runs repeat.
     :param verbose: 1 shows SynthER's progress bars.
     :param synther_overrides: passed to ``SynthER(...)`` (e.g. ``device="cuda"``, ``train_steps=...``).
+    :param generator: how a refit makes its fresh generator, ``generator(seed)`` returning an unfitted
+        :class:`~dyaug.generators.TransitionSampler` (default: ``SynthER(preset, seed=seed, **synther_overrides)``);
+        it is fitted with ``fit(transitions, action_bounds=(low, high), progress=...)``.
 
     The model must be built with ``replay_buffer_class=SyntheticReplayBuffer``. The paper's update-to-data
     ratio of 20 is SB3's ``gradient_steps=20`` (with ``train_freq=1``): set it on the algorithm. Each refit is
@@ -48,6 +53,7 @@ class SynthERCallback(BaseCallback):
         real_ratio: float | None = None,
         seed: int = 0,
         verbose: int = 0,
+        generator: Callable[[int], TransitionSampler] | None = None,
         **synther_overrides: Any,
     ) -> None:
         super().__init__(verbose=verbose)
@@ -59,6 +65,7 @@ class SynthERCallback(BaseCallback):
         self.real_ratio = real_ratio
         self.seed = seed
         self.synther_overrides = synther_overrides
+        self.make_generator = generator or (lambda seed: SynthER(preset=preset, seed=seed, **synther_overrides))
         self.retrained_at: list[int] = []  # num_timesteps of each refit
         self._last_multiple = 0  # of retrain_every, at the last refit
 
@@ -81,7 +88,7 @@ class SynthERCallback(BaseCallback):
         buffer: SyntheticReplayBuffer = self.model.replay_buffer
         space = buffer.action_space
         progress = self.verbose > 0
-        generator = SynthER(preset=self.preset, seed=self.seed + len(self.retrained_at), **self.synther_overrides)
+        generator = self.make_generator(self.seed + len(self.retrained_at))
         start = time.perf_counter()
         generator.fit(buffer.real_transitions(), action_bounds=(space.low, space.high), progress=progress)
         fitted = time.perf_counter()

@@ -23,6 +23,7 @@ from dyaug.data.fifo import TransitionFIFO
 from dyaug.device import resolve_device
 from dyaug.dydiff.generator import DyDiff
 from dyaug.dydiff.phases import PhaseReport, RolloutPhases, is_fitted, resolve_phase_settings
+from dyaug.generators import PolicyRollout
 
 __all__ = ["DyDiffCallback", "SB3Policy"]
 
@@ -72,7 +73,8 @@ class DyDiffCallback(BaseCallback):
     deterministic policy out in a fitted DyDiff generator from ``rollout_batch`` states of the replay buffer, add the
     transitions to a FIFO model buffer of ``buffer_size`` rows and install it as the buffer's synthetic set.
 
-    :param generator: a fitted :class:`~dyaug.dydiff.DyDiff` or the path of one (``DyDiff.save``), fitted on data of
+    :param generator: a fitted :class:`~dyaug.generators.PolicyRollout` (a :class:`~dyaug.dydiff.DyDiff`) or the path
+        of a DyDiff (``DyDiff.save``), fitted on data of
         the same task (e.g. an offline dataset before fine-tuning online).
     :param rollout_every: environment steps between phases: a phase runs at the end of the first rollout (just
         before SB3's gradient steps) where ``num_timesteps`` passes a multiple of it.
@@ -94,7 +96,7 @@ class DyDiffCallback(BaseCallback):
 
     def __init__(
         self,
-        generator: DyDiff | str | Path,
+        generator: PolicyRollout | str | Path,
         rollout_every: int | None = None,
         rollout_batch: int | None = None,
         buffer_size: int | None = None,
@@ -108,10 +110,13 @@ class DyDiffCallback(BaseCallback):
         super().__init__(verbose=verbose)
         if isinstance(generator, str | Path):
             generator = DyDiff.load(generator, device=resolve_device(device))
-        if not isinstance(generator, DyDiff):
-            raise TypeError(f"generator must be a fitted DyDiff or a DyDiff checkpoint path, got {generator!r:.80}.")
+        if not isinstance(generator, PolicyRollout):
+            raise TypeError(
+                "generator must be a fitted policy-rollout generator (dyaug.generators.PolicyRollout, e.g. a DyDiff) "
+                f"or a DyDiff checkpoint path, got {generator!r:.80}."
+            )
         if not is_fitted(generator):
-            raise ValueError("the DyDiff generator is not fitted; fit it on a dataset of the task first.")
+            raise ValueError("the generator is not fitted; fit it on a dataset of the task first.")
         settings = resolve_phase_settings(
             preset, rollout_every=rollout_every, rollout_batch=rollout_batch, buffer_size=buffer_size
         )
@@ -132,13 +137,12 @@ class DyDiffCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         buffer = synthetic_buffer_of("DyDiffCallback", self.model)
-        trajectory_model = self.phases.generator.model.trajectory_model
+        generator = self.phases.generator
         sizes = (buffer.observation_space.shape[0], buffer.action_space.shape[0])
-        if (trajectory_model.obs_dim, trajectory_model.act_dim) != sizes:
+        if (generator.obs_dim, generator.act_dim) != sizes:
             raise ValueError(
-                f"the generator was fitted on observations/actions of sizes "
-                f"{(trajectory_model.obs_dim, trajectory_model.act_dim)}, the environment has {sizes}; fit it on "
-                "data of this task."
+                f"the generator was fitted on observations/actions of sizes {(generator.obs_dim, generator.act_dim)}, "
+                f"the environment has {sizes}; fit it on data of this task."
             )
         if self.real_ratio is not None:
             buffer.real_ratio = self.real_ratio
