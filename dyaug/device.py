@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -37,6 +38,48 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for CUDA but torch sees no GPU; pass device='cpu' or 'auto'.")
     return resolved
+
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+
+
+class Compiled(nn.Module):
+    """``torch.compile`` of a module, with a clear fallback: if compiling or running the compiled graph fails (no
+    C++ compiler, an unsupported operation), it warns once, naming the error, and runs the module itself from
+    then on. The module's parameters stay the wrapped module's own (``state_dict`` keys unchanged)."""
+
+    def __init__(self, module: nn.Module, mode: CompileMode) -> None:
+        super().__init__()
+        self.module = module
+        self.mode = mode
+        self._compiled: Callable[..., object] | None = torch.compile(module, mode=mode)
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except Exception as err:
+                self._compiled = None
+                warnings.warn(
+                    f"torch.compile(mode={self.mode!r}) failed ({type(err).__name__}: {str(err)[:200]}); running the "
+                    "network uncompiled. Set compile=None to silence this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self.module(*args, **kwargs)
+
+    def state_dict(self, *args: object, **kwargs: object) -> dict:  # type: ignore[override]
+        return self.module.state_dict(*args, **kwargs)
+
+
+def maybe_compiled(module: nn.Module, mode: CompileMode | None) -> nn.Module:
+    """``module`` compiled with ``mode`` (:class:`Compiled`; ``"reduce-overhead"`` uses CUDA graphs on a GPU, for
+    small-batch loops), or ``module`` itself for ``None``."""
+    if mode is None:
+        return module
+    if mode not in ("default", "reduce-overhead", "max-autotune"):
+        raise ValueError(f"compile must be None, 'default', 'reduce-overhead' or 'max-autotune', got {mode!r}.")
+    return Compiled(module, mode)
 
 
 def model_device(model: object) -> torch.device | None:

@@ -27,3 +27,15 @@ def _single_intra_op_thread_for_tiny_tensors(request: pytest.FixtureRequest):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+CUDA = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="no CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest):
+    """Each test that takes ``device`` runs on the CPU and, where a GPU is present, on CUDA (marker ``cuda``)."""
+    import torch
+
+    return torch.device(request.param)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from dyaug.device import Precision
+from dyaug.device import CompileMode, Precision
 from dyaug.diffusion.networks import TemporalUNet1d
 from dyaug.diffusion.networks.temporal_unet import GROUPS
 from dyaug.diffusion.settings import EDMHeunSettings
@@ -46,7 +46,9 @@ class DyDiffConfig(EDMHeunSettings):
 
     Sampling: EDM's stochastic Heun sampler, ``sampler_steps`` steps with churn ``churn`` on σ in
     [``s_tmin``, ``s_tmax``] and noise inflation ``s_noise``, s_0 and the actions written back after every change
-    of x; ``sample_batch_size`` trajectories at a time.
+    of x; ``sample_batch_size`` trajectories at a time. ``compile`` (``None``, ``"default"``,
+    ``"reduce-overhead"``: CUDA graphs on a GPU) compiles the U-Net with ``torch.compile``
+    (:func:`dyaug.device.maybe_compiled`).
 
     Rollouts: ``iterations`` rounds of resample-states / relabel-actions, each new state sequence averaged with
     the previous one when ``average`` (the official code) or replacing it; then the filter ``filter`` (a name in
@@ -83,6 +85,7 @@ class DyDiffConfig(EDMHeunSettings):
     s_tmax: float = 52.24
     s_noise: float = 1.002
     solver: str = "heun"
+    compile: CompileMode | None = None
     sample_precision: Precision = "auto"
     sample_batch_size: int = 2048
     iterations: int = 2

@@ -66,6 +66,7 @@ SAMPLING_FIELDS = (
     "s_tmax",
     "s_noise",
     "sample_precision",
+    "compile",
     "sample_batch_size",
     "iterations",
     "average",

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from dyaug.data.columns import ConstantColumns
 from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.data.transitions import Transitions
-from dyaug.device import Precision
+from dyaug.device import Precision, maybe_compiled
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import HeunSampler
@@ -101,7 +101,10 @@ class TrajectoryModel:
 
     def denoiser(self, clean: Tensor) -> EDMDenoiser:
         """The EDM denoiser of the EMA network for sampling; ``clean`` marks entries that hold clean values."""
-        return trajectory_denoiser(self.network, self.config, self.config.sample_precision, clean)
+        cache = self.__dict__.setdefault("_compiled", [])
+        if not cache:
+            cache.append(maybe_compiled(self.network, self.config.compile))
+        return trajectory_denoiser(cache[0], self.config, self.config.sample_precision, clean)
 
     @torch.no_grad()
     def sample(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -198,7 +201,7 @@ def fit_trajectory_model(
         network = config.network(obs_dim + act_dim).to(device)
     data = torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=device)
     given = given_mask(config.horizon, obs_dim, act_dim, device)
-    denoiser = trajectory_denoiser(network, config, config.train_precision, given)
+    denoiser = trajectory_denoiser(maybe_compiled(network, config.compile), config, config.train_precision, given)
 
     def loss_fn(descriptors: Tensor) -> Tensor:
         windows, valid = index.gather(data, descriptors)

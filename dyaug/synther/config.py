@@ -12,7 +12,7 @@ import math
 from typing import Any, Literal
 
 from dyaug.data.columns import Transform
-from dyaug.device import Precision
+from dyaug.device import CompileMode, Precision
 from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
@@ -49,7 +49,9 @@ class SynthERConfig(EDMHeunSettings):
     Sampling (``solver="heun"``): EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1
     evaluations) and churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise``
     (``churn=0``: the deterministic Algorithm 1); ``solver="dpmpp_2m"``: DPM-Solver++(2M), N evaluations. F is
-    evaluated in ``sample_precision`` (the sampler state stays fp32); ``sample_batch_size`` rows at a time.
+    evaluated in ``sample_precision`` (the sampler state stays fp32); ``sample_batch_size`` rows at a time;
+    ``compile`` (``None``, ``"default"``, ``"reduce-overhead"``: CUDA graphs on a GPU) compiles F for training and
+    sampling with ``torch.compile`` (:func:`dyaug.device.maybe_compiled`).
     """
 
     width: int
@@ -77,6 +79,7 @@ class SynthERConfig(EDMHeunSettings):
     s_tmax: float = math.inf
     s_noise: float = 1.0
     solver: str = "heun"
+    compile: CompileMode | None = None
     sample_precision: Precision = "auto"
     sample_batch_size: int = 10_000
     residual: bool = False

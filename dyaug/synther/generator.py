@@ -21,7 +21,7 @@ from dyaug.data.coerce import ActionBounds, env_id_of, mix_synthetic, to_transit
 from dyaug.data.coerce import action_bounds as infer_action_bounds
 from dyaug.data.columns import ColumnCodec, ColumnTransform, ConstantColumns
 from dyaug.data.transitions import Transitions
-from dyaug.device import precision_timings, resolve_device
+from dyaug.device import maybe_compiled, precision_timings, resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.training import train
@@ -141,7 +141,9 @@ class SynthER(GeneratorBase):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
             network = self.config.network(codec.model_dim).to(self.device)
-        denoiser = EDMDenoiser(network, self.config.schedule(), precision=self.config.train_precision)
+        denoiser = EDMDenoiser(
+            maybe_compiled(network, config.compile), config.schedule(), precision=config.train_precision
+        )
         train_config = self.config.train_config(len(transitions))
         ema = EMA(network, train_config.ema_decay, train_config.ema_every, train_config.ema_warmup)
 
@@ -253,7 +255,7 @@ class SynthER(GeneratorBase):
         """``(n, D)`` un-normalised float32 rows, ``batch_size`` at a time."""
         model, config = self.model, self.config
         schedule, sampler = config.schedule(), config.sampler()
-        denoiser = EDMDenoiser(model.network, schedule, precision=config.sample_precision)
+        denoiser = EDMDenoiser(self._sampling_network(), schedule, precision=config.sample_precision)
         generator = torch.Generator(self.device).manual_seed(seed)
         parts = []
         with tqdm(total=n, desc="SynthER sample", unit="transition", disable=not progress) as bar:
@@ -265,6 +267,15 @@ class SynthER(GeneratorBase):
                 parts.append(model.codec.decode(x.cpu().numpy()))
                 bar.update(size)
         return np.concatenate(parts)
+
+    def _sampling_network(self) -> nn.Module:
+        """The EMA network, compiled once per fitted model when the config asks for it."""
+        network = self.model.network
+        cache = self.__dict__.setdefault("_compiled", {})
+        if id(network) not in cache:
+            cache.clear()
+            cache[id(network)] = maybe_compiled(network, self.config.compile)
+        return cache[id(network)]
 
     def augment(self, buffer: Any, n: int, real_ratio: float = 0.5, **sample_options: Any) -> Any:
         """``SyntheticReplayBuffer(buffer, self.sample(n), real_ratio=real_ratio)`` of d3rlpy's integration (by
