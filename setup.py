@@ -8,5 +8,5 @@ adapters = [f"dyaug.{name}" for name in find_packages(include=["integrations", "
 setup(
     packages=core + adapters,
     package_dir={"dyaug": "dyaug", "dyaug.integrations": "integrations"},
-    package_data={"dyaug": ["py.typed"], "dyaug.integrations": ["py.typed"]},
+    package_data={"dyaug": ["py.typed"], "dyaug.datasets": ["data/*.pack"], "dyaug.integrations": ["py.typed"]},
 )

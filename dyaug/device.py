@@ -13,7 +13,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ class Compiled(nn.Module):
                 )
         return self.module(*args, **kwargs)
 
-    def state_dict(self, *args: object, **kwargs: object) -> dict:  # type: ignore[override]
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict:  # type: ignore[override]
         return self.module.state_dict(*args, **kwargs)
 
 

@@ -35,7 +35,8 @@ class Generator(Protocol):
     seed: int
     device: torch.device
 
-    def fit(self, data: Any, **options: Any) -> Generator: ...
+    # ``*args: Any, **options: Any``: any signature after ``data`` conforms (SynthER's and DyDiff's keyword options)
+    def fit(self, data: Any, *args: Any, **options: Any) -> Generator: ...
 
     @property
     def fitted(self) -> bool: ...

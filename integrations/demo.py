@@ -1,4 +1,5 @@
-"""The end-to-end demo behind ``dyaug demo``: forge a small dataset, fit :class:`dyaug.SynthER` on it (an
+"""The end-to-end demo behind ``dyaug demo``: load a small Hopper dataset shipped with dyaug (whole episodes of the
+forge's medium and medium-replay sets, PPO teacher), fit :class:`dyaug.SynthER` on it (an
 unconditional EDM model of z-scored [s, a, r, s', terminal] rows), sample from it, and check the samples in the
 MuJoCo simulator beside a multivariate Gaussian fitted to the same rows and beside held-out real transitions.
 Then train d3rlpy's TD3PlusBC three times with the same seed, on the real data alone, with the SynthER samples
@@ -6,8 +7,8 @@ mixed in, and with :class:`~dyaug.integrations.d3rlpy.DyDiffAugmenter` (policy-c
 print their D4RL-normalised scores beside the simulator-checked error of the synthetic data each one used.
 
 Read top to bottom: it is also the shortest example of fitting, sampling and checking a generator, and of the two
-lines that put synthetic data into a d3rlpy training loop. One seed on a dataset of a few hundred transitions:
-the scores show the pipeline working, not which arm is better (benchmarks/ measures that).
+lines that put synthetic data into a d3rlpy training loop. One seed and a few thousand training steps: the scores
+show the pipeline working and a policy that hops, not which arm is better (benchmarks/ measures that).
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ from dyaug.synther import SynthER
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    env: str = "hopper"
-    level: str = "medium-replay"
-    budget: str = "tiny"
+    dataset: str = "dyaug/hopper/demo-v0"
     train_steps: int = 3000
     n_samples: int = 5000
     width: int = 256
     depth: int = 3
     sampler_steps: int = 32
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     rl_steps: int = 5000
     dydiff_train_steps: int = 2000
     eval_episodes: int = 10
@@ -60,7 +59,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     import dyaug.datasets
 
     t0 = time.perf_counter()
-    dataset = dyaug.datasets.forge(config.env, config.level, budget=config.budget, seed=config.seed)
+    dataset = dyaug.datasets.load(config.dataset)
     env_id = dataset.env_spec.id
     space = dataset.action_space
     real = Transitions.from_minari(dataset)

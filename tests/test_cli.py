@@ -11,6 +11,8 @@ import pytest
 from dyaug.integrations.cli import main
 from dyaug.integrations.demo import DemoConfig, run_demo
 
+TINY = "dyaug/hopper/medium-replay-tiny-v0"  # forged in seconds; the demo's default is the packaged dataset
+
 
 def test_forge_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["datasets", "forge", "hopper", "random", "--budget", "tiny"]) == 0
@@ -33,7 +35,7 @@ def test_console_script_is_installed() -> None:
 
 
 def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_demo(DemoConfig(train_steps=1000, n_samples=1000, rl_steps=0, device="cpu"))
+    result = run_demo(DemoConfig(dataset=TINY, train_steps=1000, n_samples=1000, rl_steps=0, device="cpu"))
     reports = result.fidelity
     assert result.scores == {}  # rl_steps=0 skips the offline RL part
     real, diffusion, gauss = reports["real (held out)"], reports["diffusion"], reports["gaussian fit"]
@@ -46,7 +48,9 @@ def test_demo_diffusion_beats_a_gaussian_and_real_data_is_exact(capsys: pytest.C
 
 
 def test_demo_trains_td3plusbc_on_three_arms_with_the_same_seed(capsys: pytest.CaptureFixture[str]) -> None:
-    config = DemoConfig(train_steps=100, n_samples=300, rl_steps=100, dydiff_train_steps=30, eval_episodes=1)
+    config = DemoConfig(
+        dataset=TINY, train_steps=100, n_samples=300, rl_steps=100, dydiff_train_steps=30, eval_episodes=1
+    )
     result = run_demo(dataclasses.replace(config, device="cpu"))
     assert list(result.scores) == ["real", "+ SynthER", "+ DyDiff"]
     assert all(np.isfinite(v) for v in result.scores.values())
@@ -65,3 +69,21 @@ def test_demo_options_are_the_demo_config_fields() -> None:
     assert config == DemoConfig(n_samples=7, precision="bf16")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--precision", "fp16"])
+
+
+def test_the_packaged_demo_dataset_loads_and_matches_its_checksums() -> None:
+    import minari
+
+    import dyaug.datasets
+    from dyaug.datasets import packs, store
+
+    pack = store.packaged_path(store.PACKAGED["dyaug/hopper/demo-v0"])
+    manifest = packs.read_manifest(pack)
+    ds = dyaug.datasets.load("dyaug/hopper/demo-v0")  # imported from the pack, every checksum verified
+    files = manifest["datasets"][ds.id]["files"]
+    root = packs.store_root() / ds.id
+    assert all(packs._sha256(root / rel) == entry["sha256"] for rel, entry in files.items())
+    assert ds.total_steps == manifest["datasets"][ds.id]["total_steps"] > 20_000 and ds.env_spec.id == "Hopper-v5"
+    prov = store.provenance(ds.storage.metadata)
+    assert set(prov["parts"]) == {"dyaug/hopper/medium-v0", "dyaug/hopper/medium-replay-v0"}
+    assert prov["teacher"]["name"] == "ppo" and ds.id in minari.list_local_datasets()

@@ -243,3 +243,33 @@ def test_same_seed_gives_bitwise_identical_samples() -> None:
 def test_bad_inputs_raise_value_errors(make, match) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_vp_samplers_take_the_same_condition_as_edm_and_let_gradients_through() -> None:
+    from dyaug.diffusion.conditioning import Condition
+    from dyaug.diffusion.vp import VPSDE, DiscreteVPSchedule, vp_ode
+
+    class Zero(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, cond=None):
+            return self.w * x
+
+    condition = Condition(torch.tensor([True, False]), torch.tensor([0.75, 0.0]))
+    for sample in (
+        lambda: VPSDE().sample(
+            Zero(), (64, 2), condition=condition, n_steps=8, generator=torch.Generator().manual_seed(0)
+        ),
+        lambda: DiscreteVPSchedule().sample(
+            Zero(), (64, 2), condition=condition, generator=torch.Generator().manual_seed(0)
+        ),
+    ):
+        x = sample()
+        assert (x[:, 0] == 0.75).all() and x[:, 1].std() > 0.1
+    net = Zero()
+    x0 = torch.randn(8, 2, requires_grad=True)
+    out = vp_ode(lambda y, t: net(y, t), x0, VPSDE().step_coefficients(4, 1e-3))
+    out.sum().backward()
+    assert x0.grad is not None and net.w.grad is not None

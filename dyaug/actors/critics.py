@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +69,8 @@ class TwinQ(nn.Module):
 
     def forward(self, observations: Tensor, actions: Tensor) -> Tensor:
         x = torch.cat([observations, actions], dim=-1)
-        return torch.stack([layers_forward(head, x).squeeze(-1) for head in self.heads])
+        heads = cast("Iterable[nn.Sequential]", self.heads)  # mlp() heads (torch's ModuleList is not generic)
+        return torch.stack([layers_forward(head, x).squeeze(-1) for head in heads])
 
     def min(self, observations: Tensor, actions: Tensor) -> Tensor:
         """``min_i Q_i(s, a)``, shaped ``(B,)``."""

@@ -174,7 +174,9 @@ def diffusion_ql_update(
         ema.step = ema_step  # the EMA schedule resumes after a load
         ema.update(ema_source)
         losses |= {name: getattr(actor, name).detach() for name in ("actor_loss", "bc_loss", "q_loss")}
-    soft_update_(*(averaged or (target_critic, critic)), tau)  # type: ignore[arg-type]
+    target, source = averaged or (target_critic, critic)
+    assert isinstance(target, nn.Module) and isinstance(source, nn.Module)  # without averaged: critics are modules
+    soft_update_(target, source, tau)
     return losses
 
 

@@ -190,7 +190,8 @@ class SRPOPhases:
         return getattr(self, f"{part}_steps")
 
     def parts_to_train(self, done: dict[str, int]) -> tuple[Part, ...]:
-        pretraining = tuple(p for p in ("behavior", "critic") if done[p] < self.budget(p))
+        pretrained: tuple[Part, ...] = ("behavior", "critic")
+        pretraining = tuple(p for p in pretrained if done[p] < self.budget(p))
         if pretraining:
             return pretraining
         return ("actor",) if done["actor"] < self.actor_steps else ()

@@ -182,7 +182,9 @@ class SymlogTransform:
 _TRANSFORMS = {t.name: t for t in (QuantileTransform, SymlogTransform)}
 
 
-def irregular_columns(rows: np.ndarray, skip: Iterable[int] = (), *, mode_share: float = 0.5, kurtosis: float = 20.0):
+def irregular_columns(
+    rows: np.ndarray, skip: Iterable[int] = (), *, mode_share: float = 0.5, kurtosis: float = 20.0
+) -> np.ndarray:
     """Columns a Gaussian-noise model learns badly: one value in at least ``mode_share`` of the rows (sparse
     contact forces, saturated velocities) or an excess kurtosis above ``kurtosis`` (heavy tails; a normal
     distribution has 0). Constant columns and ``skip`` are never listed. Returns a bool mask (D,)."""

@@ -174,6 +174,7 @@ def _require_flat_box(space: gym.Space, role: str) -> None:
 
 
 def _require_size(space: gym.Space, size: int, role: str, env_id: str) -> None:
+    assert space.shape is not None  # a flat Box (_require_flat_box ran first)
     if space.shape[0] != size:
         raise ValueError(
             f"{env_id} has {role} size {space.shape[0]} but the transitions have {size}; "

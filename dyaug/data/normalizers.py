@@ -82,7 +82,8 @@ class Normalizer:
 
         ``Normalizer.from_state_dict`` accepts any kind; a subclass accepts only its own.
         """
-        kinds = {c.kind: c for c in (Normalizer, *Normalizer.__subclasses__())}
+        classes: list[type[Normalizer]] = [Normalizer, *Normalizer.__subclasses__()]
+        kinds = {c.kind: c for c in classes}
         missing = {"kind", "shift", "scale"} - set(state)
         if missing:
             raise ValueError(f"normalizer state is missing {sorted(missing)}; pass the dict from state_dict().")
@@ -99,7 +100,9 @@ class Normalizer:
         return f"{type(self).__name__}(dim={self.dim})"
 
     # ---------------------------------------------------------------- helpers
-    def _params_for(self, x: np.ndarray | torch.Tensor) -> tuple:
+    def _params_for(
+        self, x: np.ndarray | torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, type] | tuple[torch.Tensor, torch.Tensor, torch.dtype]:
         if isinstance(x, torch.Tensor):
             self._check_dim(x.shape)
             compute = torch.promote_types(x.dtype, torch.float32)
@@ -206,12 +209,16 @@ def _fit_inputs(
 
 def _as_compute(x: np.ndarray | torch.Tensor, compute: torch.dtype | type) -> np.ndarray | torch.Tensor:
     if isinstance(x, torch.Tensor):
+        assert isinstance(compute, torch.dtype)  # _params_for pairs a tensor with a torch dtype
         return x.to(compute)  # no copy when x already has the compute dtype
+    assert isinstance(compute, type)  # and an array with a numpy scalar type
     return x.astype(compute, copy=False)
 
 
-def _cast_back(y: np.ndarray | torch.Tensor, like: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def _cast_back(y: np.ndarray | torch.Tensor, like: ArrayT) -> ArrayT:
     if isinstance(like, torch.Tensor):
+        assert isinstance(y, torch.Tensor)  # computed from a tensor like ``like``
         return y.to(like.dtype) if like.is_floating_point() else y
+    assert isinstance(y, np.ndarray)
     out_dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
     return y.astype(out_dtype, copy=False)

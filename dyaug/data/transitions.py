@@ -102,7 +102,8 @@ class Transitions:
         """Rows by slice, integer array or boolean mask; an int gives a one-row ``Transitions``."""
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1) if index != -1 else slice(-1, None)
-        return Transitions(**{k: (v[index] if v is not None else None) for k, v in self.as_dict().items()})
+        rows: dict[str, Any] = {k: (v[index] if v is not None else None) for k, v in self.as_dict().items()}
+        return Transitions(**rows)
 
     def as_dict(self) -> dict[str, np.ndarray | None]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -118,7 +119,7 @@ class Transitions:
         dims = {(p.obs_dim, p.act_dim) for p in parts}
         if len(dims) != 1:
             raise ValueError(f"cannot concatenate Transitions of different (obs_dim, act_dim): {sorted(dims)}.")
-        fields = {}
+        fields: dict[str, Any] = {}
         for f in dataclasses.fields(Transitions):
             values = [getattr(p, f.name) for p in parts]
             if f.name == "next_actions" and any(v is None for v in values):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
+T = TypeVar("T")
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 NAMESPACE = "dyaug"
 
@@ -63,7 +65,7 @@ class ForgeBudget:
     def for_env(self, env: str) -> ForgeBudget:
         """This budget with the teacher and steps of environment ``env`` (a short name such as ``"hopper"``)."""
 
-        def pick(value: object, field: str) -> object:
+        def pick(value: T | Mapping[str, T], field: str) -> T:
             if not isinstance(value, Mapping):
                 return value
             if env not in value:

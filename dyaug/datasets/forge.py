@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +191,8 @@ def teacher_run(fenv: ForgeEnv, plan: ForgeBudget, seed: int, progress: bool = T
 
     The cache key covers everything that changes a run: the teacher and its settings, the budget's training
     fields, the seed and the versions of the libraries that train and simulate."""
+    # one environment's budget (ForgeBudget.for_env picked the teacher and its steps)
+    assert not isinstance(plan.teacher, Mapping) and not isinstance(plan.teacher_steps, Mapping)
     teacher = get_teacher(plan.teacher)
     if plan.learning_starts is not None and not teacher.on_policy:
         teacher = dataclasses.replace(teacher, settings={**teacher.settings, "learning_starts": plan.learning_starts})
@@ -268,7 +270,9 @@ def rollout(
 
     env = gym.make(env_id)
     rng = np.random.default_rng(seed)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    observation_space, action_space = env.observation_space, env.action_space
+    assert observation_space.shape is not None and isinstance(action_space, gym.spaces.Box)  # MuJoCo: Box spaces
+    obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
     o = np.empty((n_transitions, obs_dim), np.float32)
     a = np.empty((n_transitions, act_dim), np.float32)
     r = np.empty(n_transitions, np.float32)
@@ -277,7 +281,7 @@ def rollout(
     trunc = np.zeros(n_transitions, np.float32)
     episode, (obs, _) = 0, env.reset(seed=seed)
     for i in tqdm(range(n_transitions), desc=f"{desc} {env_id}", disable=not progress, mininterval=2.0):
-        action = policy(obs, rng, env.action_space)
+        action = policy(obs, rng, action_space)
         nxt, reward, terminated, truncated, _ = env.step(action)
         o[i], a[i], r[i], o2[i], term[i], trunc[i] = obs, action, reward, nxt, terminated, truncated
         if terminated or truncated:

@@ -83,6 +83,9 @@ def export_pack(names: Sequence[str], path: str | Path) -> Path:
             tar.addfile(info, io.BytesIO(blob))
             for file, arcname in files:
                 tar.add(file, arcname=arcname, recursive=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a pack is for sharing (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

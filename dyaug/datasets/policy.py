@@ -65,6 +65,7 @@ class MLPPolicy:
         standard normal of the actions' shape, ``None`` for the deterministic action."""
         x = np.asarray(obs, dtype=np.float32)
         if self.obs_mean is not None:
+            assert self.obs_var is not None  # obs_mean and obs_var come together (VecNormalize statistics)
             x = np.clip((x - self.obs_mean) / np.sqrt(self.obs_var + _VECNORM_EPS), -self.obs_clip, self.obs_clip)
         for w, b in self.hidden:
             x = x @ w + b
@@ -79,7 +80,9 @@ class MLPPolicy:
             u = np.tanh(mu)
             return self._unsquash(u if noise is None else np.clip(u + self.noise_std * noise, -1.0, 1.0))
         if noise is not None:
-            mu = mu + np.exp(self.log_std) * noise  # type: ignore[operator]
+            log_std = self.log_std
+            assert log_std is not None and not isinstance(log_std, tuple)  # a "gaussian" head: a vector
+            mu = mu + np.exp(log_std) * noise
         return np.clip(mu, self.low, self.high).astype(np.float32)
 
     def _unsquash(self, u: np.ndarray) -> np.ndarray:

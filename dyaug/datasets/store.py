@@ -4,10 +4,12 @@ dataset), then Minari's remote server.
 ``load`` resolves, in order:
 
 1. any id already in the local store (``$MINARI_DATASETS_PATH``);
-2. a subset name ``<parent>-<p>pct[-s<k>]-v0`` (``dyaug/hopper/medium-replay-10pct-v0``): :func:`subset` of the
+2. a dataset shipped with dyaug (:data:`PACKAGED`, e.g. ``dyaug/hopper/demo-v0``): imported into the store from
+   its pack, checksums verified;
+3. a subset name ``<parent>-<p>pct[-s<k>]-v0`` (``dyaug/hopper/medium-replay-10pct-v0``): :func:`subset` of the
    parent, which is loaded (or forged) the same way;
-3. a forge name (``dyaug/hopper/medium-v0`` or the shorthand ``hopper/medium``): forged;
-4. any other ``namespace/name-vN`` id (``mujoco/hopper/medium-v0``): handed to Minari, which downloads it. Without
+4. a forge name (``dyaug/hopper/medium-v0`` or the shorthand ``hopper/medium``): forged;
+5. any other ``namespace/name-vN`` id (``mujoco/hopper/medium-v0``): handed to Minari, which downloads it. Without
    a network this fails within seconds, naming the forge as the local alternative.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # Minari 0.5's default remote (``minari.storage.remotes``): the Farama organisation on Hugging Face
 REMOTE_HOST = "https://huggingface.co"
 REMOTE_TIMEOUT_S = 3.0
+PACKAGED: dict[str, str] = {"dyaug/hopper/demo-v0": "hopper-demo.pack"}
+"""Datasets shipped inside the package (``dyaug/datasets/data/``), by id: the pack file that holds each."""
 _SUBSET = re.compile(r"^(?P<parent>.+)-(?P<pct>\d+(?:\.\d+)?)pct(?:-s(?P<seed>\d+))?(?P<version>-v\d+)$")
 
 
@@ -39,6 +44,11 @@ def load(name: str, *, progress: bool = True) -> MinariDataset:
 
     local = minari.list_local_datasets()
     if name in local:
+        return minari.load_dataset(name)
+    if name in PACKAGED:
+        from dyaug.datasets.packs import import_pack
+
+        import_pack(packaged_path(PACKAGED[name]))
         return minari.load_dataset(name)
     m = _SUBSET.match(name)
     if m is not None:
@@ -50,6 +60,11 @@ def load(name: str, *, progress: bool = True) -> MinariDataset:
         env, level, budget, seed = parse_dataset_id(name)
         return forge(env, level, budget=budget, seed=seed, progress=progress)
     return _download(name)
+
+
+def packaged_path(file: str) -> Path:
+    """Where a pack shipped with dyaug lies (``dyaug/datasets/data/<file>``)."""
+    return Path(__file__).parent / "data" / file
 
 
 def subset(

@@ -17,7 +17,7 @@ import importlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -210,7 +210,7 @@ class TeacherRun:
         tensors: dict[str, Any] = {}
         metas = []
         for i, c in enumerate(self.checkpoints):
-            meta = {
+            meta: dict[str, Any] = {
                 "step": c.step,
                 "seconds": c.seconds,
                 "cpu_seconds": c.cpu_seconds,
@@ -349,12 +349,12 @@ def make_learner(
     """``(model, vec_env)``: the teacher's algorithm on ``env_id`` (``VecNormalize`` outermost when the teacher
     normalises), every environment recording into ``log`` when given."""
     from stable_baselines3.common.noise import NormalActionNoise
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
     spec = get_teacher(teacher)
     algorithm = spec.algorithm_class()
     log = log if log is not None else _Log(0)
-    venv = DummyVecEnv([_recording_env(env_id, log, i) for i in range(spec.n_envs)])
+    venv: VecEnv = DummyVecEnv([_recording_env(env_id, log, i) for i in range(spec.n_envs)])
     if spec.normalize:
         venv = VecNormalize(venv, gamma=float(spec.settings.get("gamma", 0.99)))
     kwargs = _plain_to_library(dict(spec.settings), spec.library)
@@ -364,6 +364,7 @@ def make_learner(
         kwargs.setdefault("buffer_size", buffer_size)
         kwargs["learning_starts"] = min(int(kwargs.get("learning_starts", 100)), buffer_size)
     if spec.action_noise:
+        assert venv.action_space.shape is not None  # a Box: the forge's tasks have continuous actions
         n = venv.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n), spec.action_noise * np.ones(n))
     if spec.library != "sbx":
@@ -428,11 +429,21 @@ class _Log:
     """Preallocated arrays that every environment's recorder appends to, with the global step of each row."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity, self.n, self.rows, self.step = capacity, 0, None, 0
+        self.capacity, self.n, self.step = capacity, 0, 0
+        self.rows: dict[str, np.ndarray] | None = None
         self.env_index = np.zeros(capacity, np.int64)
         self.at_step = np.zeros(capacity, np.int64)
 
-    def add(self, env_index: int, obs, action, reward, nxt, terminated, truncated) -> None:
+    def add(
+        self,
+        env_index: int,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: SupportsFloat,
+        nxt: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+    ) -> None:
         if self.capacity and self.n < self.capacity:
             if self.rows is None:
                 self.rows = {

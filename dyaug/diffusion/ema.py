@@ -7,6 +7,7 @@ update_every=10, update_after_step=100)``; :class:`EMA` reproduces that schedule
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +74,7 @@ class EMA:
         self.step = int(state["step"])
 
 
-def _matching(ours: object, theirs: object, what: str) -> tuple[list[Tensor], list[Tensor]]:
+def _matching(ours: Iterable[Tensor], theirs: Iterable[Tensor], what: str) -> tuple[list[Tensor], list[Tensor]]:
     a, b = list(ours), list(theirs)
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
         raise ValueError(f"EMA.update got a model whose {what} do not match the averaged copy's; pass the same model.")

@@ -6,7 +6,7 @@ from typing import get_args
 
 from dyaug.device import Precision
 from dyaug.diffusion.edm import EDMSchedule
-from dyaug.diffusion.samplers import SAMPLERS, HeunSampler
+from dyaug.diffusion.samplers import SAMPLERS, _Sampler
 
 
 class EDMHeunSettings:
@@ -29,7 +29,7 @@ class EDMHeunSettings:
         """EDM noise schedule with σ_data = ``sigma_data`` (EDM's σ_min, σ_max, ρ, P_mean, P_std)."""
         return EDMSchedule(sigma_data=self.sigma_data)
 
-    def sampler(self) -> HeunSampler:
+    def sampler(self) -> _Sampler:
         """The sampler these settings describe."""
         if self.solver not in SAMPLERS:
             raise ValueError(f"{type(self).__name__}.solver must be one of {sorted(SAMPLERS)}, got {self.solver!r}.")

@@ -136,8 +136,9 @@ def train(
         if cuda:
             torch.cuda.default_generators[device.index or 0].manual_seed(noise_seed)
         resumable = _Resumable(model, optimizer, scheduler, ema, generator, log)
-        resume = checkpoint_path is not None and Path(checkpoint_path).exists()
-        step = resumable.load(checkpoint_path, config, seed) if resume else 0
+        step = 0
+        if checkpoint_path is not None and Path(checkpoint_path).exists():  # resume
+            step = resumable.load(checkpoint_path, config, seed)
         model.train()
         bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress)
         try:

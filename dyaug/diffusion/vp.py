@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dyaug.diffusion.conditioning import (
+    Condition,
     Network,
     check_n_steps,
     network_output,
@@ -97,19 +98,21 @@ class VPSDE:
         shape: Sequence[int],
         *,
         cond: Tensor | None = None,
+        condition: Condition | None = None,
         n_steps: int = 50,
         t_min: float = 1e-3,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """Deterministic probability-flow samples at t_min from x_1 ~ N(0, I) (float32, no gradients)."""
+        """Deterministic probability-flow samples at t_min from x_1 ~ N(0, I) (float32, no gradients; for
+        gradients call :func:`vp_ode` under autograd); ``condition`` is applied after every change of x."""
         shape = sample_shape(shape)
         device = sampling_device(eps_net, device)
-        steps = self.step_coefficients(n_steps, t_min)
         x = torch.randn(shape, generator=generator, device=device)
-        for t, a, b in steps:
-            x = a * x - b * network_output(eps_net, x, torch.full(shape[:1], t, device=device), cond)
-        return x
+        project = _unchanged if condition is None else condition.to(device).apply
+        return vp_ode(
+            lambda y, t: network_output(eps_net, y, t, cond), x, self.step_coefficients(n_steps, t_min), project
+        )
 
 
 @dataclass(frozen=True)
@@ -187,11 +190,13 @@ class DiscreteVPSchedule:
         shape: Sequence[int],
         *,
         cond: Tensor | None = None,
+        condition: Condition | None = None,
         clip: float | None = 1.0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """DDPM reverse chain from x_N ~ N(0, I), differentiable end to end (float32).
+        """DDPM reverse chain from x_N ~ N(0, I), differentiable end to end (float32); ``condition`` is applied
+        after every change of x.
 
         Per step: x0_hat = x_k/sqrt(abar_k) - sqrt(1/abar_k - 1) eps, clamped to [-clip, clip]; then
         x_{k-1} = posterior mean + sqrt(posterior variance) z, with no noise at the last step; the result is
@@ -204,7 +209,8 @@ class DiscreteVPSchedule:
         abar = self.alphas_cumprod.tolist()
         coef_x0, coef_xt = self.posterior_mean_coef_x0.tolist(), self.posterior_mean_coef_xt.tolist()
         noise_std = self.posterior_variance.sqrt().tolist()
-        x = torch.randn(shape, generator=generator, device=device)
+        project = _unchanged if condition is None else condition.to(device).apply
+        x = project(torch.randn(shape, generator=generator, device=device))
         for k in reversed(range(self.n_steps)):
             eps = network_output(eps_net, x, torch.full(shape[:1], float(k), device=device), cond)
             x0_hat = x / math.sqrt(abar[k]) - math.sqrt(1 / abar[k] - 1) * eps
@@ -212,7 +218,26 @@ class DiscreteVPSchedule:
             x = coef_x0[k] * x0_hat + coef_xt[k] * x
             if k > 0:
                 x = x + noise_std[k] * torch.randn(shape, generator=generator, device=device)
-        return x if clip is None else x.clamp(-clip, clip)
+            x = project(x)
+        return x if clip is None else project(x.clamp(-clip, clip))
+
+
+def vp_ode(
+    eps: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    steps: Sequence[tuple[float, float, float]],
+    project: Callable[[Tensor], Tensor] = lambda x: x,
+) -> Tensor:
+    """The probability-flow ODE of a VP SDE, one first-order step per ``(t, a, b)`` of
+    :meth:`VPSDE.step_coefficients`: x ← a x − b ε(x, t), then ``x = project(x)``; no gradient decision of its own."""
+    x = project(x)
+    for t, a, b in steps:
+        x = project(a * x - b * eps(x, torch.full(x.shape[:1], t, device=x.device)))
+    return x
+
+
+def _unchanged(x: Tensor) -> Tensor:
+    return x
 
 
 def _check_t_min(t_min: float) -> None:

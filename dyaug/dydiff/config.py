@@ -9,7 +9,7 @@ conditioned on s_0 and the actions by replacement, a Gaussian dynamics ensemble 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, overload
 
 from dyaug.device import CompileMode, Precision
 from dyaug.diffusion.networks import TemporalUNet1d
@@ -18,13 +18,18 @@ from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
+from dyaug.models.config import FitSettings
 from dyaug.presets import preset_config
 from dyaug.validation import check_int
 
 GIVEN_INPUTS = ("scaled", "clean")
 """How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""
 
-_MODEL_CONFIGS = {"dynamics": EnsembleConfig, "reward": RewardConfig, "terminal": TerminalConfig}
+_MODEL_CONFIGS: dict[str, type[FitSettings]] = {
+    "dynamics": EnsembleConfig,
+    "reward": RewardConfig,
+    "terminal": TerminalConfig,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +173,15 @@ class DyDiffConfig(EDMHeunSettings):
         """The filter named by ``filter`` with ``keep_fraction`` and ``temperature``."""
         return make_filter(self.filter, self.keep_fraction, self.temperature)
 
-    def model_config(self, name: str) -> EnsembleConfig | RewardConfig | TerminalConfig:
+    @overload
+    def model_config(self, name: Literal["dynamics"]) -> EnsembleConfig: ...
+    @overload
+    def model_config(self, name: Literal["reward"]) -> RewardConfig: ...
+    @overload
+    def model_config(self, name: Literal["terminal"]) -> TerminalConfig: ...
+    @overload
+    def model_config(self, name: str) -> EnsembleConfig | RewardConfig | TerminalConfig: ...
+    def model_config(self, name: str) -> FitSettings:
         """The resolved config of the single-step model ``name`` (``"dynamics"``, ``"reward"``, ``"terminal"``)."""
         return _MODEL_CONFIGS[name].resolve(getattr(self, name))
 

@@ -175,8 +175,8 @@ class DyDiff(GeneratorBase):
                 "rule; pass env_id='Hopper-v5' (or another known task), or termination=dyaug.models.never_terminates "
                 "for a task that never terminates."
             )
-        for name, model in (("dynamics", dynamics), ("reward", reward), ("termination", termination)):
-            _check_sizes(name, model, transitions)
+        for name, given in (("dynamics", dynamics), ("reward", reward), ("termination", termination)):
+            _check_sizes(name, given, transitions)
         check_same_device({"dynamics": dynamics, "reward": reward, "termination": termination}, device, "DyDiff")
         trajectory_model, losses = fit_trajectory_model(
             transitions, config, seed=seed, device=device, progress=progress

@@ -129,6 +129,7 @@ class PhaseReport:
             "rollout_seconds": stats.seconds,
         }
         if self.state_error is not None:
+            assert self.reward_error is not None  # the simulator check gives both or neither
             values |= {"sim_state_error": self.state_error, "sim_reward_error": self.reward_error}
         return {name: float(value) for name, value in values.items()}
 

@@ -139,14 +139,14 @@ class Trajectories:
             ],
             dim=2,
         )[kept]
-        rows = rows.cpu().numpy()
+        table = rows.cpu().numpy()
         return Transitions(
-            observations=rows[:, :o],
-            actions=rows[:, o : o + a],
-            rewards=rows[:, o + a],
-            next_observations=rows[:, o + a + 1 : 2 * o + a + 1],
-            terminals=rows[:, -2],
-            timeouts=rows[:, -1],
+            observations=table[:, :o],
+            actions=table[:, o : o + a],
+            rewards=table[:, o + a],
+            next_observations=table[:, o + a + 1 : 2 * o + a + 1],
+            terminals=table[:, -2],
+            timeouts=table[:, -1],
         )
 
 
@@ -182,13 +182,13 @@ class RolloutEngine:
             raise TypeError(f"policy must be a callable states -> actions, got {type(policy).__name__}.")
         s0 = self._check_start_states(start_states)
         b, h = len(s0), self.horizon
-        states, actions = [s0], []
+        state_steps, action_steps = [s0], []
         for t in range(h - 1):
-            actions.append(self._policy(policy, states[-1], finite=False))
-            next_states = self.dynamics.step(states[-1], actions[-1], generator=generator)
-            states.append(self._checked(next_states, (b, self.obs_dim), self._dynamics_name(t), finite=False))
-        actions.append(self._policy(policy, states[-1], finite=False))
-        states, actions = torch.stack(states, dim=1), torch.stack(actions, dim=1)
+            action_steps.append(self._policy(policy, state_steps[-1], finite=False))
+            next_states = self.dynamics.step(state_steps[-1], action_steps[-1], generator=generator)
+            state_steps.append(self._checked(next_states, (b, self.obs_dim), self._dynamics_name(t), finite=False))
+        action_steps.append(self._policy(policy, state_steps[-1], finite=False))
+        states, actions = torch.stack(state_steps, dim=1), torch.stack(action_steps, dim=1)
         if not (torch.isfinite(states).all() & torch.isfinite(actions).all()):  # one host sync for all H steps
             for t in range(h):  # name the first model, in call order, that returned a non-finite value
                 self._checked(actions[:, t], (b, self.act_dim), "the policy")

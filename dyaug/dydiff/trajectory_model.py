@@ -17,7 +17,7 @@ where a window's coarse shape is decided. On forged Hopper data the option gave 
 from __future__ import annotations
 
 import dataclasses
-
+from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.device import Precision, maybe_compiled
 from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
-from dyaug.diffusion.samplers import HeunSampler
+from dyaug.diffusion.samplers import _Sampler
 from dyaug.diffusion.training import train
 from dyaug.dydiff.config import DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
@@ -56,7 +56,7 @@ class TrajectoryModel:
     config: DyDiffConfig
     constant: ConstantColumns | None = None
 
-    def checkpoint_fields(self) -> dict[str, object]:
+    def checkpoint_fields(self) -> dict[str, Any]:
         """What :func:`~dyaug.persistence.save_model` needs to store this model (besides its kind and
         config): the network, the normalizer, the sizes and the constant state columns; :meth:`from_checkpoint`
         reads them back."""
@@ -79,6 +79,7 @@ class TrajectoryModel:
         network.load_state_dict(checkpoint.states["network"])
         saved = checkpoint.meta.get("constant_states")
         constant = None if saved is None else ConstantColumns.from_state(saved)
+        assert isinstance(checkpoint.normalizer, MinMaxNormalizer)  # checkpoint_fields stores it
         return cls(network.eval().requires_grad_(False), checkpoint.normalizer, obs_dim, act_dim, config, constant)
 
     @property
@@ -90,7 +91,7 @@ class TrajectoryModel:
         return self.config.schedule()
 
     @property
-    def sampler(self) -> HeunSampler:
+    def sampler(self) -> _Sampler:
         return self.config.sampler()
 
     def condition(self, s0: Tensor, actions: Tensor) -> Condition:

@@ -18,7 +18,7 @@ from dyaug.dydiff.rollout import Dynamics, RewardFn
 from dyaug.dydiff.trajectory_model import TrajectoryModel
 from dyaug.envs.continuations import ActionContinuations
 from dyaug.envs.spaces import box_from_tensors, box_tensors, check_box, checked_states
-from dyaug.models import TerminationFn, termination_rule
+from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn, termination_rule
 from dyaug.models.checkpoint import check_savable, load_models, save_models
 from dyaug.persistence import load_checkpoint, load_model, save_checkpoint, save_model, write_directory
 from dyaug.validation import check_int
@@ -251,7 +251,9 @@ def _save(path: str | Path, models: LearnedModels) -> Path:
     check_savable(models.dynamics, models.reward, models.termination)
 
     def write(directory: Path) -> None:
-        termination = save_models(directory, models.dynamics, models.reward, models.termination)
+        dynamics, reward = models.dynamics, models.reward
+        assert isinstance(dynamics, DynamicsEnsemble) and isinstance(reward, RewardModel)  # check_savable
+        termination = save_models(directory, dynamics, reward, models.termination)
         tensors = {**box_tensors("observation", models.observation_space), **box_tensors("action", models.action_space)}
         if models.start_states is not None:
             tensors["start_states"] = torch.from_numpy(models.start_states.copy())

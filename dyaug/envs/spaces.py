@@ -31,7 +31,7 @@ def box_tensors(prefix: str, space: spaces.Box) -> dict[str, Tensor]:
 def box_from_tensors(prefix: str, tensors: dict[str, Tensor], dtype: str) -> spaces.Box:
     """The Box written by :func:`box_tensors`, with ``dtype`` (e.g. ``"float32"``)."""
     low, high = (tensors[f"{prefix}.{end}"].cpu().numpy().astype(dtype) for end in ("low", "high"))
-    return spaces.Box(low=low, high=high, dtype=np.dtype(dtype))
+    return spaces.Box(low=low, high=high, dtype=np.dtype(dtype))  # type: ignore[arg-type]  # Box takes any dtype
 
 
 def checked_actions(space: spaces.Box, actions: Any, batch: int | None) -> np.ndarray:

@@ -12,6 +12,7 @@ when λ > 0. Nothing leaves the device here; environments copy the results to th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -115,7 +116,7 @@ class WindowInpainting:
         return next_states
 
 
-NEXT_STATE: dict[str, type[NextState]] = {"ensemble": EnsembleNextState, "diffusion": WindowInpainting}
+NEXT_STATE: dict[str, Callable[[LearnedModels, int], NextState]] = {"ensemble": EnsembleNextState, "diffusion": WindowInpainting}
 
 
 def uncertainty(dynamics: UncertainDynamics, obs: Tensor, act: Tensor) -> Tensor:
@@ -168,7 +169,9 @@ class LearnedMDP:
         )
         rewards = _checked(models.reward(states, actions), (self.batch_size,), "the reward model").float()
         if self.config.penalty > 0:
-            rewards = rewards - self.config.penalty * uncertainty(models.dynamics, states, actions)
+            dynamics = models.dynamics
+            assert isinstance(dynamics, UncertainDynamics)  # checked by __init__
+            rewards = rewards - self.config.penalty * uncertainty(dynamics, states, actions)
         terminated = _checked(models.termination(states, actions, next_states), (self.batch_size,), "termination")
         self.states = next_states
         return StepResult(next_states, rewards, terminated.bool())

@@ -46,6 +46,9 @@ class LearnedDynamicsVectorEnv(VectorEnv):
     :param mode, reset_from, penalty, max_episode_steps: see :class:`~dyaug.envs.LearnedEnvConfig`.
     """
 
+    single_observation_space: gym.spaces.Box  # the models' spaces
+    single_action_space: gym.spaces.Box
+
     def __init__(
         self,
         models: LearnedModels | DyDiff,
@@ -132,8 +135,11 @@ class LearnedDynamicsVectorEnv(VectorEnv):
         """``n`` float32 start states by ``reset_from``."""
         if self.config.reset_from == "dataset":
             states = self.models.start_states
+            assert states is not None  # resolve_env_config checked it
             return states[self.np_random.integers(len(states), size=n)]
         seeds = self.np_random.integers(2**31 - 1, size=n)
+        env = self.env
+        assert env is not None  # reset_from="env" needs the real environment (resolve_env_config)
         return checked_states(
-            "the real environment's reset", [self.env.reset(seed=int(s))[0] for s in seeds], self.models.obs_dim
+            "the real environment's reset", [env.reset(seed=int(s))[0] for s in seeds], self.models.obs_dim
         )

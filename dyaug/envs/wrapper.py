@@ -154,7 +154,7 @@ class LearnedDynamicsWrapper(gym.Wrapper):
         return cls(env, models, mode, **settings)
 
     @property
-    def spec(self) -> EnvSpec | None:
+    def spec(self) -> EnvSpec | None:  # type: ignore[override]  # gymnasium's Wrapper.spec overrides Env.spec alike
         """The real environment's spec (``spec.make()`` builds the real environment, not this wrapper)."""
         return self.env.spec
 
@@ -169,7 +169,9 @@ class LearnedDynamicsWrapper(gym.Wrapper):
         elif seed is not None:
             self.np_random, _ = seeding.np_random(seed)
         if state is None:
-            state = self.models.start_states[self.np_random.integers(len(self.models.start_states))]
+            starts = self.models.start_states
+            assert starts is not None  # reset_from="dataset": resolve_env_config checked it
+            state = starts[self.np_random.integers(len(starts))]
         start = checked_states("the start state", state, self.models.obs_dim)
         if len(start) != 1:
             raise ValueError(f"options['state'] must be one observation of size {self.models.obs_dim}.")
@@ -182,7 +184,9 @@ class LearnedDynamicsWrapper(gym.Wrapper):
         """One step of the learned models; ``ValueError`` for an action outside the action space."""
         if self._elapsed is None:
             raise RuntimeError("call reset() before step().")
-        actions = torch.as_tensor(checked_actions(self.action_space, action, None)[None], device=self.models.device)
+        space = self.action_space
+        assert isinstance(space, gym.spaces.Box)  # the models' action space (check_spaces compared them)
+        actions = torch.as_tensor(checked_actions(space, action, None)[None], device=self.models.device)
         obs, rewards, terminated = to_host(self._mdp.step(actions, self._generator))
         self._elapsed += 1
         limit = self.config.max_episode_steps

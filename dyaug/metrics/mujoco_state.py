@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-
+from typing import Any
 import gymnasium as gym
 import mujoco
 import mujoco.rollout
@@ -188,7 +188,7 @@ def locomotion_task(env_id: str) -> LocomotionTask:
             f"(Gymnasium MuJoCo v5 ids, default arguments).{suggestion}"
         )
     layout = _LAYOUTS[env_id]
-    env = gym.make(env_id).unwrapped
+    env: Any = gym.make(env_id).unwrapped  # a MuJoCo locomotion env: its own (private) attributes, read below
     try:
         health = None
         if layout.health_attributes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -30,25 +30,30 @@ if TYPE_CHECKING:  # pragma: no cover
     from dyaug.models import DynamicsEnsemble, RewardModel, TerminationFn
 
 ConfigT = TypeVar("ConfigT", bound=FitSettings)
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
 
 
 class FittedModel(Protocol):
     """What :func:`save_fitted` reads from a model."""
 
-    network: nn.Module
-    input_normalizer: ZScoreNormalizer
-    config: FitSettings
-    fit_record: FitRecord
+    @property
+    def network(self) -> nn.Module: ...
+    @property
+    def input_normalizer(self) -> ZScoreNormalizer: ...
+    @property
+    def config(self) -> FitSettings: ...
+    @property
+    def fit_record(self) -> FitRecord: ...
 
 
 @dataclasses.dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(Generic[ConfigT, NetworkT]):
     """What :func:`load_fitted` reads: the network with its saved weights, the input normalizer, the config, the
     fit record and the checkpoint's metadata (with each model's own entries)."""
 
-    network: nn.Module
+    network: NetworkT
     input_normalizer: ZScoreNormalizer
-    config: FitSettings
+    config: ConfigT
     fit_record: FitRecord
     meta: dict[str, Any]
 
@@ -70,13 +75,14 @@ def load_fitted(
     path: str | Path,
     kind: str,
     config_cls: type[ConfigT],
-    network: Callable[[ConfigT, ModelCheckpoint], nn.Module],
+    network: Callable[[ConfigT, ModelCheckpoint], NetworkT],
     device: str | torch.device,
-) -> LoadedModel:
+) -> LoadedModel[ConfigT, NetworkT]:
     """Read a file written by :func:`save_fitted` with the same ``kind`` (``ValueError`` otherwise) onto ``device``;
     ``network(config, checkpoint)`` builds the module the saved weights are loaded into."""
     device = resolve_device(device)
     checkpoint = load_model(path, kind, device=device)
+    assert isinstance(checkpoint.normalizer, ZScoreNormalizer)  # save_fitted wrote the input normalizer
     config = config_cls(**checkpoint.config)
     module = seeded_module(lambda: network(config, checkpoint), 0, device)
     module.load_state_dict(checkpoint.states["network"])
@@ -86,6 +92,7 @@ def load_fitted(
 
 def saved_single_mlp(config: FitSettings, checkpoint: ModelCheckpoint) -> EnsembleMLP:
     """The :func:`~dyaug.models.fitting.single_mlp` of a checkpoint, sized by its input normalizer."""
+    assert checkpoint.normalizer is not None  # load_fitted checked it
     return single_mlp(config, checkpoint.normalizer.dim)
 
 

@@ -8,7 +8,7 @@ arXiv 1805.12114). Every field can be overridden with ``dataclasses.replace`` or
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from dyaug.validation import check_int
 
@@ -91,7 +91,8 @@ class FitSettings:
     @classmethod
     def from_preset(cls: type[ConfigT], name: str, **overrides: Any) -> ConfigT:
         """The preset ``name`` (``"tiny"``, ``"cpu"`` or ``"paper"``) with ``overrides`` (field names) applied."""
-        presets = PRESETS.get(cls, {})
+        # PRESETS holds instances of each class under the class itself
+        presets = cast("dict[str, ConfigT]", PRESETS.get(cls, {}))
         if name not in presets:
             raise ValueError(f"unknown {cls.__name__} preset {name!r}; choose one of {sorted(presets)}.")
         fields = {f.name for f in dataclasses.fields(cls)}

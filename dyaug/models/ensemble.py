@@ -169,6 +169,7 @@ class DynamicsEnsemble:
             desc="dynamics ensemble",
         )
         constant = ConstantColumns.fit(np.concatenate([t.observations, t.next_observations]))
+        assert rows.target_normalizer is not None  # normalize_targets=True
         return cls(
             network,
             rows.input_normalizer,
@@ -234,6 +235,7 @@ class DynamicsEnsemble:
 
         def network(config: EnsembleConfig, checkpoint: ModelCheckpoint) -> GaussianEnsemble:
             obs_dim = len(checkpoint.meta["target_shift"])
+            assert checkpoint.normalizer is not None  # load_fitted checked it
             return _network(config, obs_dim, checkpoint.normalizer.dim - obs_dim)
 
         loaded = load_fitted(path, CHECKPOINT_KIND, EnsembleConfig, network, device)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from dyaug.data.normalizers import ZScoreNormalizer
 from dyaug.models.config import FitSettings
 from dyaug.models.networks import EnsembleMLP
 from dyaug.validation import check_int
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,7 @@ def holdout_data(
     )
 
 
-def seeded_module(factory: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+def seeded_module(factory: Callable[[], ModuleT], seed: int, device: torch.device) -> ModuleT:
     """``factory()`` initialised on the CPU from the global CPU generator seeded with ``seed`` (restored afterwards),
     then moved to ``device``. Only the CPU generator is touched: ``torch.manual_seed`` would also reseed every CUDA
     generator, outside the fork, and restart the noise of whatever trains next from a fixed seed."""
@@ -120,7 +122,8 @@ class FitRecord:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FitRecord:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
 
 def fit_members(

@@ -7,7 +7,7 @@ its trajectories are predicted by r̂(s_t, a_t), fitted with MSE and the dynamic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from dyaug.models.batches import as_rows, same_batch
 from dyaug.models.checkpoint import load_fitted, save_fitted, saved_single_mlp, target_meta, target_normalizer
 from dyaug.models.config import RewardConfig
 from dyaug.models.fitting import FitRecord, Seeds, fit_single, holdout_data, seeded_module, single_mlp
-from dyaug.models.networks import EnsembleMLP
+from dyaug.models.networks import EnsembleLinear, EnsembleMLP
 
 CHECKPOINT_KIND = "reward_model"
 
@@ -53,7 +53,7 @@ class RewardModel:
         self.holdout_mse = float(fit_record.holdout_error[0])
         self.obs_dim = obs_dim
         self.act_dim = input_normalizer.dim - obs_dim
-        self.device: torch.device = network.layers[0].weight.device
+        self.device: torch.device = cast(EnsembleLinear, network.layers[0]).weight.device
 
     def __repr__(self) -> str:
         return f"RewardModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, device={str(self.device)!r})"
@@ -84,6 +84,7 @@ class RewardModel:
             return (network(x) - y).square().mean(dim=(1, 2))
 
         record = fit_single(network, error_fn, rows, config, seed=seeds.batches, progress=progress, desc="reward model")
+        assert rows.target_normalizer is not None  # normalize_targets=True
         return cls(network, rows.input_normalizer, rows.target_normalizer, t.obs_dim, config, record)
 
     @torch.no_grad()

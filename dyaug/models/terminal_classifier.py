@@ -7,7 +7,7 @@ predictors of this kind are used by model-based offline RL, e.g. MOReL (Kidambi 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from dyaug.models.batches import as_rows, same_batch
 from dyaug.models.checkpoint import load_fitted, save_fitted, saved_single_mlp
 from dyaug.models.config import TerminalConfig
 from dyaug.models.fitting import FitRecord, Seeds, fit_single, holdout_data, seeded_module, single_mlp
-from dyaug.models.networks import EnsembleMLP
+from dyaug.models.networks import EnsembleLinear, EnsembleMLP
 
 CHECKPOINT_KIND = "terminal_classifier"
 
@@ -62,7 +62,7 @@ class TerminalClassifier:
         self.config = config
         self.fit_record = fit_record
         self.holdout_loss = float(fit_record.holdout_error[0])
-        self.device: torch.device = network.layers[0].weight.device
+        self.device: torch.device = cast(EnsembleLinear, network.layers[0]).weight.device
 
     def __repr__(self) -> str:
         return f"TerminalClassifier(obs_dim={self.obs_dim}, act_dim={self.act_dim}, device={str(self.device)!r})"

@@ -107,10 +107,12 @@ class SynthERConfig(EDMHeunSettings):
 
     def train_config(self, n_transitions: int) -> TrainConfig:
         """Optimiser settings for a dataset of ``n_transitions`` (the batch size depends on it)."""
-        large = self.large_data_batch_size is not None and n_transitions >= self.large_data_threshold
+        batch_size = self.batch_size
+        if self.large_data_batch_size is not None and n_transitions >= self.large_data_threshold:
+            batch_size = self.large_data_batch_size
         return TrainConfig(
             steps=self.train_steps,
-            batch_size=self.large_data_batch_size if large else self.batch_size,
+            batch_size=batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
             betas=self.betas,

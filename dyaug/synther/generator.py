@@ -121,7 +121,7 @@ class SynthER(GeneratorBase):
         bounds = (
             infer_action_bounds(data, transitions)
             if action_bounds is None
-            else ActionBounds(*action_bounds, source="given")
+            else ActionBounds(np.asarray(action_bounds[0]), np.asarray(action_bounds[1]), source="given")
         )
         if bounds.low.shape != (transitions.act_dim,):
             raise ValueError(
@@ -145,6 +145,7 @@ class SynthER(GeneratorBase):
             maybe_compiled(network, config.compile), config.schedule(), precision=config.train_precision
         )
         train_config = self.config.train_config(len(transitions))
+        assert train_config.ema_decay is not None  # SynthERConfig.ema_decay is a float
         ema = EMA(network, train_config.ema_decay, train_config.ema_every, train_config.ema_warmup)
 
         def model_of(ema_network: nn.Module, labeller: Labeller | None = None) -> FittedModel:
@@ -346,7 +347,7 @@ class SynthER(GeneratorBase):
                 ConstantColumns(none, np.zeros(layout.dim)),
                 ColumnTransform(none, None),
                 checkpoint.normalizer,
-                (layout.terminal_column,),
+                () if layout.terminal_column is None else (layout.terminal_column,),
             )
         network = generator.config.network(codec.model_dim).to(device)
         network.load_state_dict(checkpoint.states["network"])

@@ -46,7 +46,7 @@ class Labeller:
         progress: bool,
     ) -> Labeller:
         """The three models of ``preset`` (a :mod:`dyaug.models` preset name) fitted on ``data``."""
-        kwargs = {"seed": seed, "device": device, "progress": progress}
+        kwargs: dict[str, Any] = {"seed": seed, "device": device, "progress": progress}
         return cls(
             DynamicsEnsemble.fit(data, preset, **kwargs),
             RewardModel.fit(data, preset, **kwargs),

@@ -28,6 +28,8 @@ class FourierFeatures(nn.Module):
     (saved, non-trainable) buffer. Output width: ``2 * n_freqs + include_input``.
     """
 
+    freqs: Tensor  # a registered buffer
+
     def __init__(self, n_freqs: int, scale: float = 1.0, include_input: bool = False) -> None:
         super().__init__()
         if n_freqs < 1:
@@ -44,6 +46,8 @@ class FourierFeatures(nn.Module):
 
 class SinusoidalFeatures(nn.Module):
     """Sinusoidal code ``[sin(t f_i), cos(t f_i)]``, ``f_i = 10000^(-i/(dim/2 - 1))``, ``i < dim/2``."""
+
+    freqs: Tensor  # a registered buffer
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -3,7 +3,8 @@ inference path for stacks of ``Linear`` and activation layers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,11 +71,11 @@ class MLPInference:
     LAYERS = (nn.Linear, *IN_PLACE_ACTIVATIONS)
 
     @classmethod
-    def supports(cls, layers: Sequence[nn.Module]) -> bool:
+    def supports(cls, layers: Iterable[nn.Module]) -> bool:
         """Whether every layer is an ``nn.Linear`` or one of :data:`IN_PLACE_ACTIVATIONS` (exact types)."""
         return all(type(layer) in cls.LAYERS for layer in layers)
 
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
+    def __init__(self, layers: Iterable[nn.Module]) -> None:
         if not self.supports(layers):
             unknown = sorted({type(layer).__name__ for layer in layers if type(layer) not in self.LAYERS})
             raise TypeError(
@@ -106,6 +107,7 @@ class MLPInference:
         rows, current = h.shape[0], workspace.index_of(h)
         for weight_t, bias, activation in self.plan:
             if activation is None:
+                assert weight_t is not None  # a Linear's entry
                 current = 1 if current == 0 else 0
                 out = workspace.view(current, rows, weight_t.shape[1])
                 h = torch.mm(h, weight_t, out=out) if bias is None else torch.addmm(bias, h, weight_t, out=out)
@@ -173,9 +175,9 @@ class RepeatedConditionDQLMLP:
         if cond.ndim != 2 or cond.shape[1] != net.cond_dim:
             raise ValueError(f"DQLMLP needs cond of shape (B, {net.cond_dim}), got {tuple(cond.shape)}.")
         self.net, self.cond, self.repeats = net, cond, repeats
-        self.hidden = MLPInference(net.net[1:]) if MLPInference.supports(net.net) else None
+        self.hidden = MLPInference(cast(nn.Sequential, net.net[1:])) if MLPInference.supports(net.net) else None
         if self.hidden is not None:
-            first = net.net[0]
+            first = cast(nn.Linear, net.net[0])  # DQLMLP's net starts with its first Linear
             with torch.no_grad():
                 self.cond_part = F.linear(cond, first.weight[:, net.x_dim + net.t_dim :], first.bias)
 
@@ -190,7 +192,7 @@ class RepeatedConditionDQLMLP:
         t = checked_inputs("DQLMLP", x, noise_level, None, x_dim=net.x_dim, cond_dim=0)
         if t.device.type == "cpu" and not torch.equal(t, t[:1].expand_as(t)):  # a host sync elsewhere: CPU only
             raise ValueError("noise_level must hold one step index for all rows (one reverse step per call).")
-        first = net.net[0]
+        first = cast(nn.Linear, net.net[0])
         w_x, w_step = first.weight[:, : net.x_dim], first.weight[:, net.x_dim : net.x_dim + net.t_dim]
         shared = self.cond_part + F.linear(net.noise_embedding(t[:1]), w_step)  # (B, hidden)
         per_chunk = max(1, chunk_rows(x) // repeats)

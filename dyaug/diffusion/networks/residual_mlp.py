@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -29,7 +32,7 @@ class PreActivationBlock(nn.Module):
         One pass for the ReLU, a GEMM that accumulates into ``h`` and one pass for the bias, instead of three
         fresh tensors of ``h``'s size. Inference only (``h`` must not require grad).
         """
-        linear = self.net[-1]
+        linear = cast(nn.Linear, self.net[-1])  # pre_activation_linear ends with the Linear
         torch.clamp_min(h, 0, out=scratch)
         return h.addmm_(scratch, linear.weight.t()).add_(linear.bias)
 
@@ -80,7 +83,7 @@ class ResidualMLP(nn.Module):
         h = self.widen(self.proj(inputs) + self.noise_embedding(t))
         if self._runs_in_place(h):
             scratch = torch.empty_like(h)
-            for block in self.blocks:
+            for block in cast("Iterable[PreActivationBlock]", self.blocks):
                 block.add_to_(h, scratch)
             return self.head(h)
         return self.head(self.blocks(h))

@@ -6,6 +6,9 @@ The architecture is the Decision-Diffuser / Diffuser temporal U-Net (Janner et a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -118,12 +121,14 @@ class TemporalUNet1d(nn.Module):
             emb = emb + self.cond_embedding(cond)
         h = x.transpose(1, 2)  # (B, D, H): convolutions run over time
         skips = []
-        for first, second, downsample in self.down:
+        # each level is a ModuleList of three modules (torch's ModuleList is not generic)
+        for first, second, downsample in cast("Iterable[nn.ModuleList]", self.down):
             h = second(first(h, emb), emb)
             skips.append(h)
             h = downsample(h)
         for block in self.middle:
             h = block(h, emb)
-        for (first, second, upsample), skip in zip(self.up, reversed(skips[1:]), strict=True):
+        up_levels = cast("Iterable[nn.ModuleList]", self.up)
+        for (first, second, upsample), skip in zip(up_levels, reversed(skips[1:]), strict=True):
             h = upsample(second(first(torch.cat([h, skip], dim=1), emb), emb))
         return self.out(h).transpose(1, 2)
