@@ -1,0 +1,316 @@
+"""Does it help? The pre-registered offline-RL study of benchmarks/PROTOCOL.md: d3rlpy's TD3PlusBC and IQL alone,
+with SynthER (mixed 50/50 and synthetic only) and with DyDiff, and the diffusion actors, on the forge's datasets.
+
+    python benchmarks/offline_rl_study.py --datasets hopper/medium-replay --algos td3plusbc     # one process per core
+    python benchmarks/offline_rl_study.py --report                                             # tables and plots
+    python benchmarks/offline_rl_study.py --quick                                              # smoke test
+
+Every run trains for ``--steps`` gradient steps and is evaluated on ``--episodes`` episodes of the real environment
+after every tenth of them (reset seeds 10_000 * seed + episode, the same for every arm and evaluation point),
+D4RL-normalised with the forge catalog's reference returns. The arms of a (dataset, algorithm, seed) start from
+the same ``d3rlpy.seed`` and draw their batches from the same vectorised buffer code
+(``dyaug.integrations.d3rlpy.SyntheticReplayBuffer``; the ``base`` arm with ``real_ratio = 1``, so no synthetic
+row is ever drawn), so only the data differ:
+
+- ``base``: the real data;
+- ``synther-mix``: ``--synthetic`` SynthER samples, half of each batch;
+- ``synther-replace``: the SynthER samples only (``real_ratio = 0``, the paper's offline setting);
+- ``dydiff``: ``DyDiffAugmenter``, a rollout phase of the current policy every ``--rollout-every`` steps from
+  ``--rollout-batch`` start states, 60% real rows per batch.
+
+The generators (SynthER and DyDiff, the frozen ``cpu`` presets) are fitted once per dataset with
+``--generator-seed``, on that dataset only (a 10% subset's generators see the subset only), and stored under
+``--out/generators`` (loaded on a rerun). Each finished run is stored as JSON under ``--out``: an interrupted study
+resumes where it stopped; ``--report`` reads every stored run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import logging
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+from common import d3rlpy_baseline, evaluate_returns, fit_offline, machine, normalized_scores, quiet_d3rlpy, stored_run
+from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
+
+import dyaug.datasets
+from dyaug import DyDiff, SynthER, Transitions
+from dyaug.datasets.catalog import parse_dataset_id, resolve_env
+
+ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
+REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0, "dydiff": 0.6}
+OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
+
+
+def parent_name(name: str) -> str:
+    """A subset's parent (``dyaug/hopper/medium-replay-10pct-v0`` -> ``dyaug/hopper/medium-replay-v0``)."""
+    return re.sub(r"-\d+(?:\.\d+)?pct(?:-s\d+)?(?=-v\d+$)", "", name)
+
+
+def slug(name: str) -> str:
+    return name.removeprefix("dyaug/").replace("/", "-")
+
+
+class Generators:
+    """A dataset's SynthER samples and DyDiff, fitted once (``--generator-seed``) and stored, else loaded."""
+
+    def __init__(self, name: str, real: Transitions, env_id: str, args: argparse.Namespace) -> None:
+        self.name, self.real, self.env_id, self.args = name, real, env_id, args
+        base = args.out / "generators" / f"{slug(name)}-seed{args.generator_seed}"
+        self.synther_path, self.dydiff_path = (
+            base.with_name(base.name + "-synther"),
+            base.with_name(base.name + "-dydiff"),
+        )
+        self.samples_path = base.with_name(base.name + f"-samples{args.synthetic}.safetensors")
+
+    def synthetic(self) -> Transitions:
+        from dyaug.persistence import load_checkpoint, save_checkpoint
+
+        if self.samples_path.exists():
+            tensors, _ = load_checkpoint(self.samples_path, kind="synthetic-transitions")
+            return Transitions(**{k: v.numpy() for k, v in tensors.items()})
+        path = self.synther_path
+        if path.exists():
+            generator = SynthER.load(path, device="cpu")
+        else:
+            generator = SynthER(self.args.preset, device="cpu", seed=self.args.generator_seed)
+            generator.fit(self.real, env_id=self.env_id, progress=False)
+            generator.save(path)
+        samples = generator.sample(self.args.synthetic, seed=self.args.generator_seed, progress=False)
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in samples.as_dict().items() if v is not None}
+        save_checkpoint(self.samples_path, tensors, {"kind": "synthetic-transitions", **generator.provenance()})
+        return samples
+
+    def dydiff(self) -> DyDiff:
+        if self.dydiff_path.exists():
+            return DyDiff.load(self.dydiff_path, device="cpu")
+        generator = DyDiff(self.args.preset, device="cpu", seed=self.args.generator_seed)
+        generator.fit(self.real, env_id=self.env_id, progress=False)
+        generator.save(self.dydiff_path)
+        return generator
+
+
+def build_algo(name: str, task: str, seed: int, args: argparse.Namespace) -> Any:
+    if name in ("td3plusbc", "iql"):
+        return d3rlpy_baseline(name, seed, "cpu:0", compile_graph=args.compile_graph)
+    from actor_offline_rl import diffusion_ql, srpo
+
+    return {"diffusion_ql": diffusion_ql, "srpo": srpo}[name](task, seed, args)
+
+
+def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args: argparse.Namespace) -> dict:
+    """Train one (dataset, algorithm, arm, seed) with evaluations after every tenth of the steps."""
+    real, env_id, env_short, generators = data["real"], data["env_id"], data["env_short"], data["generators"]
+    task = "-".join(parse_dataset_id(parent_name(dataset))[:2])
+    algo = build_algo(algo_name, task, seed, args)
+    real_buffer = transitions_to_d3rlpy(real)
+    chunk = args.steps // args.evaluations
+    if arm == "dydiff":
+        learner = DyDiffAugmenter(
+            algo, generator=generators.dydiff(), preset=args.preset, real_ratio=REAL_RATIO[arm],
+            rollout_every=args.rollout_every, rollout_batch=args.rollout_batch, buffer_size=args.buffer_size,
+            device="cpu", seed=seed, env_id=env_id,
+        )  # fmt: skip
+
+        def train(steps: int) -> float:
+            start = time.perf_counter()
+            learner.fit(real_buffer, n_steps=steps, n_steps_per_epoch=args.rollout_every, **args.quiet)
+            return time.perf_counter() - start
+    else:
+        synthetic = real[:1] if arm == "base" else generators.synthetic()
+        buffer = SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=REAL_RATIO[arm])
+
+        def train(steps: int) -> float:
+            return fit_offline(algo, buffer, steps)
+
+    curve, train_s = [], 0.0
+    for k in range(1, args.evaluations + 1):
+        train_s += train(chunk)
+        returns = evaluate_returns(algo.predict, env_id, args.episodes, seed)
+        curve.append([k * chunk, float(np.mean(normalized_scores(env_short, returns)))])
+    record = {
+        "dataset": dataset,
+        "algo": algo_name,
+        "arm": arm,
+        "seed": seed,
+        "steps": args.steps,
+        "score": curve[-1][1],
+        "curve": curve,
+        "train_s": train_s,
+        "machine": machine(),
+        "date": dt.date.today().isoformat(),
+    }
+    if arm == "dydiff":
+        reports = learner.reports
+        errors = [r.state_error for r in reports if r.state_error is not None]
+        record |= {
+            "phases": len(reports),
+            "rollout_s": sum(r.stats.seconds for r in reports),
+            "synthetic_size": len(learner.synthetic),
+            "truncated_share": float(np.mean([r.stats.truncated / r.stats.trajectories for r in reports])),
+            "sim_state_error": float(np.nanmedian(errors)) if errors else None,
+        }
+    return record
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student's t over the runs)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan")
+    return mean, float(stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / np.sqrt(n))
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, half = interval(values)
+    return f"{mean:.1f} ± {half:.1f} (n={len(values)})"
+
+
+def paired(records: list[dict], arm: str) -> str:
+    """Mean per-seed difference ``arm`` − ``base`` with its 95% interval; an effect only when it excludes 0."""
+    base = {r["seed"]: r["score"] for r in records if r["arm"] == "base"}
+    other = {r["seed"]: r["score"] for r in records if r["arm"] == arm}
+    seeds = sorted(set(base) & set(other))
+    if len(seeds) < 2:
+        return "-"
+    mean, half = interval([other[s] - base[s] for s in seeds])
+    verdict = "**better**" if mean - half > 0 else "**worse**" if mean + half < 0 else "no effect"
+    return f"{mean:+.1f} ± {half:.1f} ({verdict})"
+
+
+def report(args: argparse.Namespace) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]
+    if not runs:
+        print("no stored runs under", args.out)
+        return
+    print(f"### Offline-RL study ({min(r['date'] for r in runs)} to {max(r['date'] for r in runs)})\n")
+    print(f"- machine: {runs[0]['machine']}")
+    print(
+        "- protocol: [benchmarks/PROTOCOL.md](PROTOCOL.md); command: `python benchmarks/offline_rl_study.py "
+        "--datasets <d> --algos <a>` (one process per core), then `--report`"
+    )
+    print(f"- {len(runs)} runs, {sum(r['train_s'] for r in runs) / 3600:.1f} h of training in all\n")
+    print(
+        "D4RL-normalised score of the final policy, mean ± 95% interval over seeds; beside each augmented arm, its "
+        "paired per-seed difference to base with its 95% interval.\n"
+    )
+    print("| dataset | algorithm | base | + SynthER mix | Δ | + SynthER replace | Δ | + DyDiff | Δ |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    keys = sorted({(r["dataset"], r["algo"]) for r in runs})
+    for dataset, algo in keys:
+        rs = [r for r in runs if (r["dataset"], r["algo"]) == (dataset, algo)]
+        cells = [cell([r["score"] for r in rs if r["arm"] == "base"])]
+        for arm in ARMS[1:]:
+            cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
+        print(f"| {dataset} | {algo} | " + " | ".join(cells) + " |")
+    plot_curves(runs, args.out)
+
+
+def plot_curves(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["dataset"], r["algo"]) for r in runs})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
+        for i, arm in enumerate(ARMS):
+            curves = [np.array(r["curve"]) for r in runs if (r["dataset"], r["algo"], r["arm"]) == (dataset, algo, arm)]
+            if not curves:
+                continue
+            steps = curves[0][:, 0]
+            scores = np.stack([c[:, 1] for c in curves if len(c) == len(steps)])
+            mean, std = scores.mean(0), scores.std(0)
+            ax.plot(steps, mean, color=f"C{i}", label=f"{arm} (n={len(scores)})")
+            ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+        ax.set_title(f"{dataset}, {algo}", fontsize=9)
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("D4RL-normalised score")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "offline_rl_study.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nLearning curves (mean ± std over seeds): `{path}`")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["hopper/medium-replay"])
+    parser.add_argument("--algos", nargs="+", default=["td3plusbc"],
+                        choices=["td3plusbc", "iql", "diffusion_ql", "srpo"])  # fmt: skip
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--evaluations", type=int, default=10, help="evaluation points, every steps/evaluations")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--preset", default="cpu", help="generator and actor presets")
+    parser.add_argument("--synthetic", type=int, default=1_000_000, help="SynthER samples per dataset")
+    parser.add_argument("--generator-seed", type=int, default=0)
+    parser.add_argument("--rollout-every", type=int, default=2_500)
+    parser.add_argument("--rollout-batch", type=int, default=256)
+    parser.add_argument("--buffer-size", type=int, default=100_000)
+    parser.add_argument("--compile-graph", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny presets, 400 steps, 1 seed")
+    args = parser.parse_args()
+    if args.quick:
+        args.preset, args.steps, args.seeds, args.synthetic, args.episodes = "tiny", 400, [0], 2_000, 1
+        args.datasets, args.rollout_every, args.evaluations = ["dyaug/hopper/medium-replay-tiny-v0"], 100, 2
+        args.out = args.out.with_name(args.out.name + "_quick")
+    args.quiet = {"show_progress": False, "logger_adapter": __import__("d3rlpy").logging.NoopAdapterFactory()}
+    args.d3rlpy_device = "cpu:0"
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    quiet_d3rlpy()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    (args.out / "generators").mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(args)
+        return
+    for dataset in args.datasets:
+        minari_dataset = dyaug.datasets.load(dataset)
+        real = Transitions.from_minari(minari_dataset)
+        env_id = minari_dataset.env_spec.id
+        data = {"real": real, "env_id": env_id, "env_short": resolve_env(env_id).short}
+        data["generators"] = Generators(minari_dataset.id, real, env_id, args)
+        for seed in args.seeds:
+            for algo in args.algos:
+                for arm in args.arms if algo in ("td3plusbc", "iql") else ("base",):
+                    stored_run(
+                        args.out / f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}.json",
+                        functools.partial(run_one, dataset, algo, arm, seed, data, args),
+                        lambda r: (
+                            f"{r['dataset']} {r['algo']} {r['arm']} seed {r['seed']}: {r['score']:.1f} "
+                            f"({r['train_s'] / 60:.0f} min)"
+                        ),
+                    )
+    print("done", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
