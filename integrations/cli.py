@@ -1,4 +1,5 @@
 """The ``dyaug`` command line: ``dyaug demo``, ``dyaug datasets forge|list|export|import|subset``,
+``dyaug synther fit|sample`` (also under ``torchrun --nproc_per_node=N -m dyaug.integrations.cli ...``),
 ``dyaug fidelity``."""
 
 from __future__ import annotations
@@ -83,6 +84,39 @@ def _subset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synther_fit(args: argparse.Namespace) -> int:
+    """Fit SynthER on a dataset; under torchrun every rank trains (DistributedDataParallel), rank 0 saves."""
+    from dyaug.datasets import load
+    from dyaug.device import resolve_device
+    from dyaug.distributed import init_from_environment
+    from dyaug.synther import SynthER
+
+    device = resolve_device(args.device)
+    rank, size = init_from_environment(device)
+    overrides = {} if args.steps is None else {"train_steps": args.steps}
+    dataset = load(args.dataset, progress=rank == 0)
+    generator = SynthER(args.preset, device=device, seed=args.seed, **overrides).fit(dataset, progress=rank == 0)
+    if rank == 0:
+        path = generator.save(args.out)
+        print(f"{path}: SynthER ({args.preset}) fitted on {dataset.id} by {size} process(es)")
+    return 0
+
+
+def _synther_sample(args: argparse.Namespace) -> int:
+    """Sample a fitted SynthER into a transition set on disk; under torchrun each rank draws its shards."""
+    from dyaug.distributed import init_from_environment, sample_shards
+    from dyaug.synther import SynthER
+
+    rank, size = init_from_environment(args.device)
+    generator = SynthER.load(args.checkpoint, device=args.device)
+    path = sample_shards(
+        generator, args.n, args.out, shards=args.shards, seed=args.seed, provenance=generator.provenance()
+    )
+    if rank == 0:
+        print(f"{path}: {args.n} transitions in {args.shards or size} shard(s) from {size} process(es)")
+    return 0
+
+
 def _fidelity(args: argparse.Namespace) -> int:
     from dyaug.data import Transitions
     from dyaug.datasets import load
@@ -147,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub_.add_argument("--seed", type=int, default=0)
     sub_.add_argument("--dataset-id", default=None, help="Minari id of the new dataset (default: <name>-<p>pct-v0)")
     sub_.set_defaults(func=_subset)
+
+    synther = sub.add_parser("synther", help="fit SynthER and sample it (runs under torchrun too)").add_subparsers(
+        dest="synther_command", required=True
+    )
+    fit = synther.add_parser("fit", help="fit SynthER on a dataset and save it")
+    fit.add_argument("dataset", help="a local Minari id or a forge name such as hopper/medium-replay")
+    fit.add_argument("--out", required=True, help="the checkpoint to write")
+    fit.add_argument("--preset", default="cpu", help="tiny, cpu (default) or paper")
+    fit.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    fit.add_argument("--device", default="auto")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(func=_synther_fit)
+    smp = synther.add_parser("sample", help="draw N transitions into a sharded set on disk")
+    smp.add_argument("checkpoint")
+    smp.add_argument("n", type=int)
+    smp.add_argument("--out", required=True, help="the directory of the set (shards and manifest.json)")
+    smp.add_argument("--shards", type=int, default=None, help="default: one per process")
+    smp.add_argument("--seed", type=int, default=None, help="default: the generator's seed")
+    smp.add_argument("--device", default="cpu")
+    smp.set_defaults(func=_synther_sample)
 
     fid = sub.add_parser("fidelity", help="check a dataset's transitions against the MuJoCo simulator")
     fid.add_argument("dataset", help="a local Minari id or a forge name such as hopper/medium")

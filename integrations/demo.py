@@ -106,7 +106,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     }
     print(f"[4/{parts}] simulator check in {env_id} (next-state error = ||simulated s' - given s'||):\n")
     print(format_reports(reports))
-    scores = {}
+    scores: dict[str, float] = {}
     if config.rl_steps > 0:
         with _quiet_d3rlpy():
             scores, dydiff_report = offline_rl(config, dataset, fit, synthetic)

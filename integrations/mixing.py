@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 
+from dyaug.data.shards import ShardedTransitions
 from dyaug.data.transitions import Transitions
 
 __all__ = ["RealRatioMixin", "batch_split", "check_real_ratio", "check_synthetic", "real_batch_size"]
@@ -41,9 +43,16 @@ def batch_split(batch_size: int, real_ratio: float, synthetic_size: int) -> tupl
     return n_real, batch_size - n_real
 
 
-def check_synthetic(transitions: Transitions, obs_dim: int, act_dim: int) -> Transitions:
-    """``transitions`` if it is a non-empty :class:`Transitions` with the real data's observation and action
-    sizes; otherwise a ``TypeError``/``ValueError`` that names the problem."""
+def check_synthetic(
+    transitions: Transitions | ShardedTransitions | str | Path, obs_dim: int, act_dim: int
+) -> Transitions:
+    """``transitions`` (a set on disk, a :class:`~dyaug.data.shards.ShardedTransitions` or its directory, is read
+    into memory) if it is non-empty with the real data's observation and action sizes; otherwise a
+    ``TypeError``/``ValueError`` that names the problem."""
+    if isinstance(transitions, str | Path):
+        transitions = ShardedTransitions(transitions)
+    if isinstance(transitions, ShardedTransitions):
+        transitions = transitions.load()
     if not isinstance(transitions, Transitions):
         raise TypeError(
             f"synthetic data must be a dyaug Transitions, got {type(transitions).__name__}; "

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-class EMA:
+
+class EMA(Generic[ModuleT]):
     """An averaged copy ``module`` of a model: ``theta_ema <- d_k theta_ema + (1 - d_k) theta``.
 
     ``update(model)`` is meant to be called after every optimizer step; call ``n`` (0-based) acts only when
@@ -26,7 +29,7 @@ class EMA:
     Buffers are copied, not averaged. ``module`` is in eval mode and never requires grad.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.995, update_every: int = 10, warmup_steps: int = 100):
+    def __init__(self, model: ModuleT, decay: float = 0.995, update_every: int = 10, warmup_steps: int = 100):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}.")
         if update_every < 1 or warmup_steps < 0:
@@ -34,7 +37,7 @@ class EMA:
                 f"EMA needs update_every >= 1 and warmup_steps >= 0, got {update_every} and {warmup_steps}."
             )
         self.decay, self.update_every, self.warmup_steps = decay, update_every, warmup_steps
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.module: ModuleT = copy.deepcopy(model).eval().requires_grad_(False)
         self.step = 0
 
     def decay_at(self, n: int) -> float:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dyaug.diffusion.ema import EMA
+from dyaug.distributed import world
 from dyaug.persistence import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 
 CHECKPOINT_KIND = "train_state"
@@ -126,8 +127,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+    rank, size = world()
     batch_seed, noise_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64))
-    generator = torch.Generator(device).manual_seed(batch_seed)
+    if rank > 0:  # each rank its own noise; rank 0 draws what a single process draws
+        noise_seed = int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0])
+    generator = torch.Generator(device).manual_seed(batch_seed)  # the same global batches on every rank
     log = _LossLog(config, device)
     start = time.perf_counter()
     cuda = [device] if device.type == "cuda" else []
@@ -140,10 +144,12 @@ def train(
         if checkpoint_path is not None and Path(checkpoint_path).exists():  # resume
             step = resumable.load(checkpoint_path, config, seed)
         model.train()
-        bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress)
+        bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress or rank > 0)
         try:
             while step < config.steps:
-                idx = torch.randint(len(data), (config.batch_size,), generator=generator, device=device)
+                # one global batch of size · batch_size rows; this rank trains on its own slice of it
+                idx = torch.randint(len(data), (size * config.batch_size,), generator=generator, device=device)
+                idx = idx[rank * config.batch_size : (rank + 1) * config.batch_size]
                 loss = loss_fn(data[idx])
                 if not isinstance(loss, Tensor) or loss.ndim != 0:
                     raise ValueError(
@@ -167,7 +173,16 @@ def train(
                         model.train()
                 if checkpoint_path is not None and (step % config.checkpoint_every == 0 or step == config.steps):
                     log.raise_if_non_finite()
-                    resumable.save(checkpoint_path, config, seed, step)
+                    if rank == 0:
+                        resumable.save(checkpoint_path, config, seed, step)
+        except RuntimeError as err:
+            if size == 1 or not _peer_failure(err):
+                raise
+            raise RuntimeError(
+                f"rank {rank} of {size}: another process of this torchrun job stopped at step {step} ({err}); "
+                f"{'the last complete checkpoint is ' + str(checkpoint_path) if checkpoint_path else 'nothing saved'}. "
+                "Restart the job with the same number of processes to resume."
+            ) from err
         finally:
             bar.close()
     return TrainResult(losses=list(log.losses), steps=step, seconds=time.perf_counter() - start, ema=ema)
@@ -249,6 +264,13 @@ class _Resumable:
     def load(self, path: str | Path, config: TrainConfig, seed: int) -> int:
         tensors, meta = load_checkpoint(path, "cpu", kind=CHECKPOINT_KIND)
         run = _run_identity(config, seed)
+        written, here = meta["run"].get("world_size", 1), run.get("world_size", 1)
+        if written != here:
+            raise ValueError(
+                f"{path} was written by a job of {written} process(es) and this run has {here}: the batches would "
+                f"not continue the same way. Resume with {written} process(es) (torchrun --nproc_per_node="
+                f"{written}), or delete the file to start over."
+            )
         if meta["run"] != run:
             raise ValueError(
                 f"{path} was written by a run with settings {meta['run']}, not {run}; "
@@ -280,10 +302,20 @@ class _Resumable:
         return int(meta["step"])
 
 
+def _peer_failure(err: RuntimeError) -> bool:
+    """Whether ``err`` is the collective-communication failure a rank sees when another process of its job stops."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistBackendError) or any(
+        word in text for word in ("Connection reset", "Connection closed", "Broken pipe", "gloo", "NCCL")
+    )
+
+
 def _run_identity(config: TrainConfig, seed: int) -> dict:
-    """The settings a resumed run must share with the one that wrote the checkpoint (JSON-normalised)."""
+    """The settings a resumed run must share with the one that wrote the checkpoint (JSON-normalised); the number of
+    processes of a torchrun job is one of them."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
-    return json.loads(json.dumps({**fields, "seed": seed}))
+    size = world()[1]
+    return json.loads(json.dumps({**fields, "seed": seed, **({"world_size": size} if size > 1 else {})}))
 
 
 def _lr_factor(config: TrainConfig) -> Callable[[int], float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ from dyaug.diffusion.conditioning import Condition
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import _Sampler
 from dyaug.diffusion.training import train
+from dyaug.distributed import data_parallel
 from dyaug.dydiff.config import DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
 from dyaug.persistence import ModelCheckpoint
@@ -202,7 +204,8 @@ def fit_trajectory_model(
         network = config.network(obs_dim + act_dim).to(device)
     data = torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=device)
     given = given_mask(config.horizon, obs_dim, act_dim, device)
-    denoiser = trajectory_denoiser(maybe_compiled(network, config.compile), config, config.train_precision, given)
+    trained = maybe_compiled(data_parallel(network), config.compile)  # DistributedDataParallel under torchrun
+    denoiser = trajectory_denoiser(trained, config, config.train_precision, given)
 
     def loss_fn(descriptors: Tensor) -> Tensor:
         windows, valid = index.gather(data, descriptors)

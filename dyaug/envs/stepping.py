@@ -116,7 +116,10 @@ class WindowInpainting:
         return next_states
 
 
-NEXT_STATE: dict[str, Callable[[LearnedModels, int], NextState]] = {"ensemble": EnsembleNextState, "diffusion": WindowInpainting}
+NEXT_STATE: dict[str, Callable[[LearnedModels, int], NextState]] = {
+    "ensemble": EnsembleNextState,
+    "diffusion": WindowInpainting,
+}
 
 
 def uncertainty(dynamics: UncertainDynamics, obs: Tensor, act: Tensor) -> Tensor:

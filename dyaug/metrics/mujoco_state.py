@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any
+
 import gymnasium as gym
 import mujoco
 import mujoco.rollout

@@ -25,6 +25,7 @@ from dyaug.device import maybe_compiled, precision_timings, resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.training import train
+from dyaug.distributed import data_parallel
 from dyaug.generators import GeneratorBase
 from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
@@ -141,8 +142,8 @@ class SynthER(GeneratorBase):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
             network = self.config.network(codec.model_dim).to(self.device)
-        denoiser = EDMDenoiser(
-            maybe_compiled(network, config.compile), config.schedule(), precision=config.train_precision
+        denoiser = EDMDenoiser(  # under torchrun: DistributedDataParallel, gradients averaged over the ranks
+            maybe_compiled(data_parallel(network), config.compile), config.schedule(), precision=config.train_precision
         )
         train_config = self.config.train_config(len(transitions))
         assert train_config.ema_decay is not None  # SynthERConfig.ema_decay is a float

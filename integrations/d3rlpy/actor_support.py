@@ -234,6 +234,8 @@ def make_optimizer(
 class StepCounts(nn.Module):
     """Named step counters kept in a CPU buffer, so d3rlpy checkpoints them with the weights."""
 
+    steps: Tensor  # a registered buffer
+
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__()
         self.names = tuple(names)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
@@ -28,6 +29,7 @@ from d3rlpy.dataset.transition_pickers import TransitionPickerProtocol
 from dyaug.integrations.d3rlpy.convert import transitions_from_d3rlpy
 from dyaug.integrations.mixing import RealRatioMixin, batch_split, check_real_ratio, check_synthetic
 
+from dyaug.data.shards import ShardedTransitions
 from dyaug.data.transitions import Transitions
 
 __all__ = ["SyntheticReplayBuffer"]
@@ -97,13 +99,14 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBufferBase):
         self._install(synthetic)
 
     # ------------------------------------------------------------------ synthetic data
-    def set_synthetic(self, transitions: Transitions) -> None:
-        """Replace the synthetic set (e.g. after regenerating it); the next batch draws from the new one."""
+    def set_synthetic(self, transitions: Transitions | ShardedTransitions | str | Path) -> None:
+        """Replace the synthetic set (e.g. after regenerating it); the next batch draws from the new one. A set on
+        disk (:func:`dyaug.data.shards.write_shards`) is read, checksums checked."""
         self._install(transitions)
 
-    def _install(self, transitions: Transitions) -> None:
+    def _install(self, transitions: Transitions | ShardedTransitions | str | Path) -> None:
         # Called from __init__ and set_synthetic only: stacklevel 3 points warnings at their caller.
-        check_synthetic(transitions, self._obs_dim, self._act_dim)
+        transitions = check_synthetic(transitions, self._obs_dim, self._act_dim)
         if transitions.next_actions is None and self._real_ratio < 1.0 and not self._warned_missing_next_actions:
             self._warned_missing_next_actions = True
             warnings.warn(
@@ -262,6 +265,7 @@ def _real_transitions(real_buffer: ReplayBufferBase) -> Transitions:
 def _real_table(real_buffer: ReplayBufferBase) -> np.ndarray:
     """The real buffer's transitions as ``BasicTransitionPicker`` returns them (s' = 0 at terminals)."""
     real = _real_transitions(real_buffer)
+    assert real.next_actions is not None  # transitions_from_d3rlpy always reads a'
     terminal = real.terminals[:, None] > 0
     return _table(
         real.observations,

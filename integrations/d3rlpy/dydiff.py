@@ -16,7 +16,7 @@ import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from dyaug.validation import check_int
 
 __all__ = ["D3rlpyPolicy", "DyDiffAugmenter", "DyDiffReplayBuffer"]
 
-BaseAlgo = type[QLearningAlgoBase] | type[LearnableConfig] | LearnableConfig | QLearningAlgoBase
+BaseAlgo: TypeAlias = type[QLearningAlgoBase] | type[LearnableConfig] | LearnableConfig | QLearningAlgoBase
 """A d3rlpy algorithm class, a config class, a config or a created algorithm."""
 PolicyAction = Literal["predict", "sample"]
 _POLICY_METHODS: dict[str, str] = {"predict": "predict_best_action", "sample": "sample_action"}

@@ -9,6 +9,9 @@ synthetic data with :meth:`SyntheticReplayBuffer.set_synthetic`, or let
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import numpy as np
 import torch as th
 from dyaug.integrations.mixing import RealRatioMixin, batch_split, check_real_ratio, check_synthetic
@@ -19,6 +22,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
+from dyaug.data.shards import ShardedTransitions
 from dyaug.data.transitions import Transitions
 
 __all__ = ["SyntheticReplayBuffer", "scale_sb3_actions"]
@@ -45,6 +49,9 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
     bootstrapping), ``discounts`` None.
     """
 
+    observation_space: spaces.Box  # checked by __init__
+    action_space: spaces.Box
+
     def __init__(
         self,
         buffer_size: int,
@@ -62,6 +69,7 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
                     f"SyntheticReplayBuffer needs a flat Box {role} space, got {space}; flatten dict "
                     "observations with gymnasium.wrappers.FlattenObservation."
                 )
+        assert isinstance(action_space, spaces.Box)  # checked just above
         if not action_space.is_bounded():
             raise ValueError(
                 f"the action space {action_space} is unbounded; SB3 stores actions scaled to [-1, 1], which "
@@ -85,9 +93,10 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
         """Rows in the synthetic set (0 when none is installed)."""
         return 0 if self._synthetic is None else len(self._synthetic.observations)
 
-    def set_synthetic(self, transitions: Transitions) -> None:
-        """Replace the synthetic set by ``transitions`` (environment units, as ``SynthER.sample`` returns)."""
-        check_synthetic(transitions, self.observation_space.shape[0], self.action_space.shape[0])
+    def set_synthetic(self, transitions: Transitions | ShardedTransitions | str | Path) -> None:
+        """Replace the synthetic set by ``transitions`` (environment units, as ``SynthER.sample`` returns; a set on
+        disk written by :func:`dyaug.data.shards.write_shards` is read, checksums checked)."""
+        transitions = check_synthetic(transitions, self.observation_space.shape[0], self.action_space.shape[0])
         low, high = self.action_space.low, self.action_space.high
         outside = ((transitions.actions < low) | (transitions.actions > high)).any(axis=1)
         if outside.any():
@@ -141,9 +150,12 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
         def host(tensor: th.Tensor) -> np.ndarray:
             return tensor.cpu().numpy()
 
+        # SB3 types _normalize_obs as returning an array or a dict (for dict observations); these are arrays
         return samples._replace(
-            observations=self.to_torch(self._normalize_obs(host(samples.observations), env)),
-            next_observations=self.to_torch(self._normalize_obs(host(samples.next_observations), env)),
+            observations=self.to_torch(cast(np.ndarray, self._normalize_obs(host(samples.observations), env))),
+            next_observations=self.to_torch(
+                cast(np.ndarray, self._normalize_obs(host(samples.next_observations), env))
+            ),
             rewards=self.to_torch(self._normalize_reward(host(samples.rewards), env)),
         )
 
@@ -151,7 +163,7 @@ class SyntheticReplayBuffer(RealRatioMixin, ReplayBuffer):
 def synthetic_buffer_of(owner: str, model: BaseAlgorithm) -> SyntheticReplayBuffer:
     """``model``'s replay buffer; ``TypeError`` naming ``owner`` (the callback that needs it) unless it is a
     :class:`SyntheticReplayBuffer`."""
-    buffer = model.replay_buffer
+    buffer = getattr(model, "replay_buffer", None)  # off-policy algorithms only
     if not isinstance(buffer, SyntheticReplayBuffer):
         raise TypeError(
             f"{owner} needs the model's replay buffer to be a SyntheticReplayBuffer, got "

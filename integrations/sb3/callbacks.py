@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
+from dyaug.integrations.sb3.buffer import synthetic_buffer_of
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dyaug.generators import TransitionSampler
@@ -85,7 +85,7 @@ class SynthERCallback(BaseCallback):
 
     def retrain(self) -> None:
         """Fit a fresh generator on every real transition and install ``n_samples`` of its samples."""
-        buffer: SyntheticReplayBuffer = self.model.replay_buffer
+        buffer = synthetic_buffer_of("SynthERCallback", self.model)
         space = buffer.action_space
         progress = self.verbose > 0
         generator = self.make_generator(self.seed + len(self.retrained_at))

@@ -72,7 +72,7 @@ def transitions_from_sb3(replay_buffer: ReplayBuffer) -> Transitions:
         timed_out = np.zeros_like(dones)
     terminals = dones & ~timed_out
     timeouts = dones & timed_out
-    newest = np.zeros((replay_buffer.n_envs, len(order)), dtype=bool)
+    newest: np.ndarray = np.zeros((replay_buffer.n_envs, len(order)), dtype=bool)
     newest[:, -1] = True
     newest = newest.reshape(-1)
     timeouts |= newest & ~dones
@@ -89,9 +89,11 @@ def transitions_from_sb3(replay_buffer: ReplayBuffer) -> Transitions:
                 stacklevel=2,
             )
 
+    action_space = replay_buffer.action_space
+    assert isinstance(action_space, spaces.Box)  # checked above
     return Transitions(
         observations=observations,
-        actions=unscale_sb3_actions(env_major(replay_buffer.actions), replay_buffer.action_space),
+        actions=unscale_sb3_actions(env_major(replay_buffer.actions), action_space),
         rewards=env_major(replay_buffer.rewards),
         next_observations=next_observations,
         terminals=terminals,

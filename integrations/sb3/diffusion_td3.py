@@ -26,7 +26,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.policies import BaseModel, BasePolicy, ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
@@ -200,7 +200,7 @@ class DiffusionTD3Policy(TD3Policy):
         check_int(f"{name}.n_action_samples", n_action_samples, numpy=False)
         if not selection_temperature > 0:
             raise ValueError(f"{name}.selection_temperature must be > 0, got {selection_temperature}.")
-        self.diffusion_kwargs = {
+        self.diffusion_kwargs: dict[str, Any] = {
             "hidden": hidden,
             "t_dim": t_dim,
             "n_diffusion_steps": n_diffusion_steps,
@@ -240,7 +240,8 @@ class DiffusionTD3Policy(TD3Policy):
             "evaluation_actor": self.evaluation_actor,
         }
 
-    def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+    def _predict(self, observation: Tensor | dict[str, Tensor], deterministic: bool = False) -> Tensor:
+        assert isinstance(observation, Tensor)  # flat Box observations (check_spaces)
         actor = getattr(self, EVALUATION_ACTORS[self.evaluation_actor])
         if self.action_selection == "sample":
             return actor(observation)
@@ -268,7 +269,7 @@ def transition_batch(replay: ReplayBufferSamples, gamma: float) -> TransitionBat
     )
 
 
-def clipped_step(network: BasePolicy, loss: Tensor, grad_norm: float | None) -> None:
+def clipped_step(network: BaseModel, loss: Tensor, grad_norm: float | None) -> None:
     """Zero ``network.optimizer``'s gradients, back-propagate ``loss``, clip the global norm at ``grad_norm``
     (``None``: no clipping), step."""
     network.optimizer.zero_grad()
@@ -347,7 +348,7 @@ class DiffusionQLTD3(TD3):
         self.ema_decay, self.ema_every, self.ema_warmup = ema_decay, ema_every, ema_warmup
         self.max_q_backup, self.n_backup_samples = max_q_backup, n_backup_samples
         self.ema_updates = 0  # actor steps folded into the EMA so far (its schedule resumes from it)
-        env = maybe_make_env(env, verbose)
+        env = maybe_make_env(env, verbose)  # type: ignore[arg-type]  # SB3 passes None through (SB3's load does)
         if env is not None:
             check_spaces(name, env.observation_space, env.action_space)
         super().__init__(

@@ -13,10 +13,11 @@ import dataclasses
 from pathlib import Path
 
 import torch as th
-from dyaug.integrations.sb3.buffer import SyntheticReplayBuffer, synthetic_buffer_of
+from dyaug.integrations.sb3.buffer import synthetic_buffer_of
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from dyaug.data.fifo import TransitionFIFO
@@ -51,6 +52,7 @@ class SB3Policy:
     @th.no_grad()
     def __call__(self, states: th.Tensor) -> th.Tensor:
         policy, space = self.policy, self.policy.action_space
+        assert isinstance(space, spaces.Box)  # checked by __post_init__
         x = states.to(policy.device)
         if self.vec_normalize is not None and self.vec_normalize.norm_obs:
             x = self._normalized(x)
@@ -63,6 +65,7 @@ class SB3Policy:
     def _normalized(self, x: th.Tensor) -> th.Tensor:
         """``VecNormalize.normalize_obs`` in torch: clip((x − mean)/√(var + ε), ±clip_obs), in float64, as float32."""
         env = self.vec_normalize
+        assert env is not None and isinstance(env.obs_rms, RunningMeanStd)  # flat observations, VecNormalize given
         mean, var = (th.as_tensor(v, dtype=th.float64, device=x.device) for v in (env.obs_rms.mean, env.obs_rms.var))
         z = (x.double() - mean) / th.sqrt(var + env.epsilon)
         return th.clamp(z, -env.clip_obs, env.clip_obs).float()
@@ -153,15 +156,16 @@ class DyDiffCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         multiple = self.num_timesteps // self.phases.settings.rollout_every
-        if multiple > self._last_multiple and self.model.replay_buffer.size() > 0:
+        if multiple > self._last_multiple and synthetic_buffer_of("DyDiffCallback", self.model).size() > 0:
             self._last_multiple = multiple
             self.rollout()
 
     def rollout(self) -> PhaseReport:
         """Run one phase now and install the model buffer as the synthetic set."""
-        buffer: SyntheticReplayBuffer = self.model.replay_buffer
+        buffer = synthetic_buffer_of("DyDiffCallback", self.model)
         stored = buffer.buffer_size if buffer.full else buffer.pos
         pool = buffer.observations[:stored].reshape(-1, buffer.observation_space.shape[0])
+        assert self._policy is not None  # set by _init_callback, with self.model
         report = self.phases.run(self._policy, pool, self.num_timesteps)
         buffer.set_synthetic(self.synthetic.transitions())
         for name, value in report.metrics().items():

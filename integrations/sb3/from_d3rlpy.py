@@ -144,7 +144,7 @@ def load_critics(policy: TD3Policy, pairs: tuple[tuple[TwinQ, str], ...], observ
                 network[-1].bias.div_(m)
 
 
-def built_modules(algo: Any, algo_type: type, model: TD3) -> Any:
+def built_modules(algo: Any, algo_type: type[Any], model: TD3) -> Any:
     """The d3rlpy algorithm's modules, after checking its type and that its sizes match the SB3 model's spaces."""
     if not isinstance(algo, algo_type):
         raise TypeError(f"expected a d3rlpy {algo_type.__name__}, got {type(algo).__name__}.")
@@ -153,7 +153,9 @@ def built_modules(algo: Any, algo_type: type, model: TD3) -> Any:
             f"the {algo_type.__name__} has no networks yet; fit it, or load it with d3rlpy.load_learnable, first."
         )
     sizes = (algo.impl.observation_shape[0], algo.impl.action_size)
-    spaces_ = (model.observation_space.shape[0], model.action_space.shape[0])
+    obs_shape, action_shape = model.observation_space.shape, model.action_space.shape
+    assert obs_shape is not None and action_shape is not None  # TD3: Box spaces
+    spaces_ = (obs_shape[0], action_shape[0])
     if sizes != spaces_:
         raise ValueError(
             f"the {algo_type.__name__} was built for (observation, action) sizes {sizes} but the SB3 model's env "
@@ -193,8 +195,10 @@ def load_diffusion_ql_into_td3(model: TD3, algo: DiffusionQL, *, critic: bool = 
         raise ValueError(
             f"the SB3 diffusion actor has {policy.diffusion_kwargs} but the d3rlpy one {expected}; {REBUILD}."
         )
-    observations = observation_affine(algo, model.observation_space.shape[0])
-    check_action_units(algo, model.action_space)
+    obs_space, action_space = model.observation_space, model.action_space
+    assert isinstance(obs_space, spaces.Box) and isinstance(action_space, spaces.Box)  # DiffusionTD3Policy checked
+    observations = observation_affine(algo, obs_space.shape[0])
+    check_action_units(algo, action_space)
     multiplier = reward_multiplier(algo) if critic else 1.0
     for source, name in ((modules.policy, "actor"), (modules.ema_policy, "actor_target")):
         target = getattr(policy, name).diffusion
@@ -221,8 +225,10 @@ def load_srpo_into_td3(model: TD3, algo: SRPO, *, critic: bool = True) -> None:
             "an on-policy one, neither has TD3's deterministic head."
         )
     modules = built_modules(algo, SRPO, model)
-    observations = observation_affine(algo, model.observation_space.shape[0])
-    check_action_units(algo, model.action_space)
+    obs_space, action_space = model.observation_space, model.action_space
+    assert isinstance(obs_space, spaces.Box) and isinstance(action_space, spaces.Box)  # TD3's: sized by built_modules
+    observations = observation_affine(algo, obs_space.shape[0])
+    check_action_units(algo, action_space)
     multiplier = reward_multiplier(algo) if critic else 1.0
     for name in ("actor", "actor_target"):
         target = getattr(model.policy, name).mu
