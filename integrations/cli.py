@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="datasets_command", required=True
     )
     forge = datasets.add_parser("forge", help="forge a dataset into the local Minari store")
-    forge.add_argument("env", help="hopper, halfcheetah, walker2d (or their -v5 ids)")
+    forge.add_argument("env", help="hopper, halfcheetah, walker2d, ant (or their -v5 ids)")
     forge.add_argument("level", help="random, medium, medium-replay, expert, medium-expert, or all")
     forge.add_argument("--budget", default="cpu", help="tiny, cpu (default) or d4rl")
     forge.add_argument("--seed", type=int, default=0)

@@ -23,8 +23,8 @@ def test_forge_and_list(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_arguments_exit_2_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["datasets", "forge", "ant", "random", "--budget", "tiny"]) == 2
-    assert "does not know environment 'ant'" in capsys.readouterr().err
+    assert main(["datasets", "forge", "humanoid", "random", "--budget", "tiny"]) == 2
+    assert "does not know environment 'humanoid'" in capsys.readouterr().err
 
 
 def test_console_script_is_installed() -> None:

@@ -67,7 +67,7 @@ def test_names_round_trip_and_bad_names_say_what_is_valid() -> None:
                 assert parse_dataset_id(dataset_id(env, level, budget, seed)) == (env, level, budget, seed)
     assert parse_dataset_id("hopper/medium-replay") == ("hopper", "medium-replay", "cpu", 0)
     with pytest.raises(ValueError, match="not a forgeable dataset name"):
-        parse_dataset_id("ant/medium")
+        parse_dataset_id("humanoid/medium")
     with pytest.raises(ValueError, match="choose one of"):
         dyaug.datasets.forge("hopper", "super-expert")
     with pytest.raises(ValueError, match="does not know environment"):

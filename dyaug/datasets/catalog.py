@@ -28,6 +28,8 @@ ENVS: dict[str, ForgeEnv] = {
         ForgeEnv("hopper", "Hopper-v5", -20.272305, 3234.3),
         ForgeEnv("halfcheetah", "HalfCheetah-v5", -280.178953, 12135.0),
         ForgeEnv("walker2d", "Walker2d-v5", 1.629008, 4592.3),
+        # D4RL's ant references (d4rl/infos.py, ant-*-v0): a 105-dimensional observation with contact forces
+        ForgeEnv("ant", "Ant-v5", -325.6, 3879.7),
     )
 }
 
@@ -84,8 +86,8 @@ BUDGETS: dict[str, ForgeBudget] = {
     ),
     # chosen by benchmarks/forge_teachers.py: see benchmarks/RESULTS.md, "Forge"
     "cpu": ForgeBudget(
-        teacher={"hopper": "ppo", "walker2d": "ppo", "halfcheetah": "ppo"},
-        teacher_steps={"hopper": 3_000_000, "walker2d": 5_000_000, "halfcheetah": 5_000_000},
+        teacher={"hopper": "ppo", "walker2d": "ppo", "halfcheetah": "ppo", "ant": "ppo"},
+        teacher_steps={"hopper": 3_000_000, "walker2d": 5_000_000, "halfcheetah": 5_000_000, "ant": 5_000_000},
         eval_every=25_000,
         eval_episodes=5,
         n_transitions=100_000,
