@@ -103,7 +103,7 @@ def test_bad_inputs_raise(starts: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"policy must return a tensor of shape \(6, 3\)"):
         simulate_policy(ENV, starts, lambda s: s[:, :2], horizon=3)
     with pytest.raises(ValueError, match="not supported"):
-        simulate_policy("Ant-v5", starts, policy, horizon=3)
+        simulate_policy("Humanoid-v5", starts, policy, horizon=3)
     rollouts = simulate_policy(ENV, starts, policy, horizon=3)
     with pytest.raises(ValueError, match="simulated shape"):
         rollouts.state_error(rollouts.observations[:, :2])
