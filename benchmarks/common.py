@@ -22,6 +22,15 @@ from torch import nn
 
 from dyaug.metrics.returns import episode_returns, evaluate_returns, normalized_scores  # noqa: F401 (scripts import them from here)
 
+PLOTS = Path(__file__).resolve().parent / "plots"  # committed figures referenced by RESULTS.md
+
+
+def shown(path: Path) -> str:
+    """A path as the reports print it: relative to the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
 
 def machine(device: torch.device | None = None) -> str:
     """CPU model, count and the features that decide low-precision matmul speed (AVX-512 bf16/VNNI, AMX), the

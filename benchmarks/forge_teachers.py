@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, stored_run
+from common import PLOTS, machine, shown, stored_run
+from forge_datasets import TARGETS
 
 from dyaug.datasets.catalog import resolve_env
 from dyaug.datasets.teachers import TEACHERS, get_teacher, make_learner, train_teacher
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "forge_teachers"
 LEARNING = ["sbx-td3-b100", "sbx-td3", "sbx-sac", "sbx-tqc", "sbx-crossq", "ppo", "sac"]
-THRESHOLDS = (30, 60, 85)  # D4RL-normalised scores whose first crossing the table reports
+THRESHOLDS = (30, 60, 70, 85)  # D4RL-normalised scores whose first crossing the table reports
 
 
 def normalised(env: str, value: float) -> float:
@@ -132,7 +133,7 @@ def report(args: argparse.Namespace) -> None:
             "\nSpeed alone (steps/s, one process, 2,000 steps after warm-up): "
             + ", ".join(f"{n} {s['steps'] / s['cpu_seconds']:.1f}" for n, s in speeds.items())
         )
-    plot(runs, OUT / "forge_teachers.png")
+    plot(runs, PLOTS / "forge_teachers.png")
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -153,13 +154,13 @@ def plot(runs: list[dict], path: Path) -> None:
         row[0].set_xlabel("environment steps")
         row[1].set_xlabel("training minutes (CPU time of one thread)")
         for ax in row:
-            ax.axhline(85, color="grey", ls="--", lw=0.8)
+            ax.axhline(TARGETS.get(env, 85.0), color="grey", ls="--", lw=0.8, label="target")
             ax.set_ylabel(f"{env}: D4RL-normalised return")
         row[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    print(f"\nPlot: `{path}`")
+    print(f"\nPlot: `{shown(path)}`")
 
 
 def main() -> None:

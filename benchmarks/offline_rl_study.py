@@ -41,7 +41,17 @@ from typing import Any
 import numpy as np
 import structlog
 import torch
-from common import d3rlpy_baseline, evaluate_returns, fit_offline, machine, normalized_scores, quiet_d3rlpy, stored_run
+from common import (
+    PLOTS,
+    d3rlpy_baseline,
+    evaluate_returns,
+    fit_offline,
+    machine,
+    normalized_scores,
+    quiet_d3rlpy,
+    shown,
+    stored_run,
+)
 from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
 
 import dyaug.datasets
@@ -246,10 +256,10 @@ def plot_curves(runs: list[dict], out: Path) -> None:
         ax.set_ylabel("D4RL-normalised score")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "offline_rl_study.png"
+    path = (PLOTS if out == OUT else out) / "offline_rl_study.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    print(f"\nLearning curves (mean ± std over seeds): `{path}`")
+    print(f"\nLearning curves (mean ± std over seeds): `{shown(path)}`")
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, stored_run
+from common import PLOTS, machine, shown, stored_run
 from synther_fidelity import ensemble_predictions, split_episodes, with_noise
 
 import dyaug.datasets
@@ -182,7 +182,7 @@ def report(dataset: str, args: argparse.Namespace) -> None:
             f"{c['terminal_agreement']:.3f} | {c['state_error_median'] / noise:.2f} | "
             f"{c['state_error_median'] / ensemble:.2f} |"
         )
-    plot(runs, noise, ensemble, OUT / f"{name}-levers.png", dataset)
+    plot(runs, noise, ensemble, PLOTS / f"synther_levers_{name}.png", dataset)
 
 
 def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: str) -> None:
@@ -205,7 +205,7 @@ def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    print(f"\nPlot: `{path}`")
+    print(f"\nPlot: `{shown(path)}`")
 
 
 def main() -> None:
