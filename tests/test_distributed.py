@@ -15,10 +15,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dyaug import SynthER, Transitions
+import dyaug.datasets
+from dyaug import DyDiff, SynthER, Transitions
 from dyaug.data.shards import ShardedTransitions, read_shards, write_shards
 from dyaug.diffusion.training import TrainConfig, train
 from dyaug.distributed import data_parallel, sample_shards, shard_rows, world
+from dyaug.dydiff.generator import RolloutStats
+from dyaug.dydiff.phases import PhaseSettings, RolloutPhases
 
 tiny_tensors = True
 
@@ -98,6 +101,50 @@ def test_sharded_sampling_equals_one_process_with_the_same_shard_seeds(generator
         5,
         2,
     )
+
+
+@pytest.fixture(scope="module")
+def dydiff(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    hopper = dyaug.datasets.forge("hopper", "random", budget="tiny", progress=False)
+    path = tmp_path_factory.mktemp("dydiff") / "d.safetensors"
+    fitted = DyDiff("tiny", device="cpu", seed=0, filter="none").fit(hopper, progress=False).save(path)
+    return fitted, Transitions.from_minari(hopper).observations[::7]
+
+
+def _phase_policy(states: torch.Tensor) -> torch.Tensor:
+    return (0.5 * states[:, :3] - 0.25 * states[:, 3:6]).clamp(-1.0, 1.0)
+
+
+def _phase(checkpoint: str, pool: np.ndarray, shards: int | None) -> tuple[Transitions, RolloutStats]:
+    settings = PhaseSettings(rollout_every=1, rollout_batch=13, buffer_size=10_000, check_rows=0, shards=shards)
+    phases = RolloutPhases(DyDiff.load(checkpoint, device="cpu"), settings, seed=4)
+    report = phases.run(_phase_policy, pool, step=2)
+    return phases.fifo.transitions(), report.stats
+
+
+def _phase_worker(rank: int, size: int, port: int, checkpoint: str, pool: np.ndarray, out: str) -> None:
+    _join(rank, size, port)
+    rows, stats = _phase(checkpoint, pool, None)
+    arrays = {k: v for k, v in rows.as_dict().items() if v is not None}
+    np.savez(f"{out}.{rank}.npz", **arrays, returns=stats.returns, kept=stats.kept_indices)
+    torch.distributed.destroy_process_group()
+
+
+def test_rollout_phases_shard_their_start_states_across_ranks(dydiff: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    checkpoint, pool = dydiff
+    out = tmp_path / "phase"
+    mp.spawn(_phase_worker, args=(2, _port(), str(checkpoint), pool, str(out)), nprocs=2, join=True)
+    one, stats = _phase(str(checkpoint), pool, shards=2)
+    assert stats.trajectories == 13 and len(stats.returns) == 13 and stats.transitions == len(one)
+    for rank in (0, 1):  # every rank's model buffer holds the union, equal to one process with two shards
+        got = np.load(f"{out}.{rank}.npz")
+        for name, value in one.as_dict().items():
+            if value is not None:
+                np.testing.assert_array_equal(got[name], value, err_msg=f"rank {rank}: {name}")
+        np.testing.assert_array_equal(got["returns"], stats.returns)
+    whole, _ = _phase(str(checkpoint), pool, shards=1)
+    np.testing.assert_array_equal(whole.observations[0], one.observations[0])  # the same first start state,
+    assert not np.array_equal(whole.next_observations[0], one.next_observations[0])  # other noise
 
 
 def _dying_worker(rank: int, size: int, port: int, checkpoint: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,23 @@ class RolloutStats:
     def filtered(self) -> int:
         return self.trajectories - self.kept
 
+    @classmethod
+    def merged(cls, parts: Sequence[RolloutStats]) -> RolloutStats:
+        """The stats of one rollout made of ``parts`` (its shards, in order): counts summed, returns concatenated,
+        kept indices shifted into the concatenation, the slowest part's seconds."""
+        if not parts:
+            raise ValueError("merged() needs at least one part.")
+        offsets = np.cumsum([0, *(p.trajectories for p in parts[:-1])])
+        total = {name: sum(getattr(p, name) for p in parts) for name in _COUNTS}
+        return cls(
+            **total,
+            returns=np.concatenate([p.returns for p in parts]),
+            kept_indices=np.concatenate([p.kept_indices + offset for p, offset in zip(parts, offsets, strict=True)]),
+            seconds=max(p.seconds for p in parts),
+        )
+
+
+_COUNTS = ("trajectories", "kept", "transitions", "terminated", "truncated", "clipped_rewards")
 
 SAMPLING_FIELDS = (
     "sampler_steps",

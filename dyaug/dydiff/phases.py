@@ -20,6 +20,7 @@ import torch
 
 from dyaug.data.fifo import TransitionFIFO
 from dyaug.data.transitions import Transitions
+from dyaug.distributed import shard_rows, shard_seed, world
 from dyaug.dydiff.generator import RolloutStats
 from dyaug.dydiff.rollout import Policy
 from dyaug.generators import PolicyRollout
@@ -60,17 +61,26 @@ class PhaseSettings:
 
     ``rollout_every``: training steps between phases; ``rollout_batch``: start states per phase; ``buffer_size``:
     rows the model buffer keeps (oldest dropped first); ``check_rows``: rows of each phase's output checked in the
-    MuJoCo simulator when the task is one :func:`dyaug.metrics.dynamics_error` supports (0: no check).
+    MuJoCo simulator when the task is one :func:`dyaug.metrics.dynamics_error` supports (0: no check);
+    ``shards``: parts a phase's start states are split into (``None``: one per ``torchrun`` rank, so one outside
+    torchrun), see :meth:`RolloutPhases.run`.
     """
 
     rollout_every: int
     rollout_batch: int
     buffer_size: int
     check_rows: int = 256
+    shards: int | None = None
 
     def __post_init__(self) -> None:
         for name, minimum in (("rollout_every", 1), ("rollout_batch", 1), ("buffer_size", 1), ("check_rows", 0)):
             check_int(name, getattr(self, name), minimum)
+        if self.shards is not None:
+            check_int("shards", self.shards, 1)
+            if self.shards > self.rollout_batch:
+                raise ValueError(
+                    f"shards={self.shards} exceeds rollout_batch={self.rollout_batch}: every shard needs a start state."
+                )
 
 
 PHASE_PRESETS: dict[str, PhaseSettings] = {
@@ -188,8 +198,7 @@ class RolloutPhases:
             raise ValueError(f"the pool of start states must be a non-empty (N, obs_dim) array, got {pool.shape}.")
         rng = np.random.default_rng([self.seed, step])
         starts = pool[rng.integers(len(pool), size=self.settings.rollout_batch)]
-        synthetic = self.generator.rollout(policy, starts, seed=int(rng.integers(2**62)))
-        stats = self.generator.last_rollout_stats
+        synthetic, stats = self.sharded_rollout(policy, starts, int(rng.integers(2**62)))
         if self.next_actions:
             synthetic = _with_next_actions(synthetic, policy, self.generator.device)
         evicted = self.fifo.add(synthetic)
@@ -198,6 +207,31 @@ class RolloutPhases:
         )
         self.reports.append(report)
         return report
+
+    def sharded_rollout(self, policy: Policy, starts: np.ndarray, seed: int) -> tuple[Transitions, RolloutStats]:
+        """A phase's rollout from ``starts``: one call with ``seed`` when there is one shard; else the start states
+        split into ``shards`` parts (:func:`~dyaug.distributed.shard_rows`), part k rolled out with
+        ``shard_seed(seed, k)`` and filtered on its own. Under ``torchrun`` rank r rolls out parts r, r + world, ...
+        and every rank receives all parts, so every rank's model buffer holds the same rows, and N ranks produce
+        exactly what one process with ``shards=N`` produces."""
+        rank, size = world()
+        shards = size if self.settings.shards is None else self.settings.shards
+        if shards > len(starts):
+            raise ValueError(f"{shards} shards for {len(starts)} start states; set PhaseSettings.shards lower.")
+        if shards == 1:
+            return self.generator.rollout(policy, starts, seed=seed), self.generator.last_rollout_stats
+        bounds = np.cumsum([0, *shard_rows(len(starts), shards)])
+        parts: dict[int, tuple[Transitions, RolloutStats]] = {}
+        for k in range(rank, shards, size):
+            part = self.generator.rollout(policy, starts[bounds[k] : bounds[k + 1]], seed=shard_seed(seed, k))
+            parts[k] = (part, self.generator.last_rollout_stats)
+        if size > 1:
+            gathered: list[dict[int, tuple[Transitions, RolloutStats]] | None] = [None] * size
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = {k: v for received in gathered if received is not None for k, v in received.items()}
+        ordered = [parts[k] for k in range(shards)]
+        stats = RolloutStats.merged([s for _, s in ordered])
+        return Transitions.concatenate([t for t, _ in ordered]), stats
 
     @property
     def check_env(self) -> str | None:
