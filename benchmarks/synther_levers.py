@@ -30,7 +30,6 @@ from synther_fidelity import ensemble_predictions, split_episodes, with_noise
 
 import dyaug.datasets
 from dyaug import SynthER, Transitions
-from dyaug.datasets.catalog import parse_dataset_id
 from dyaug.metrics import dynamics_error
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "synther_levers"
@@ -220,7 +219,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
-    parse_dataset_id(args.dataset)
     if args.report:
         report(args.dataset, args)
         return
