@@ -87,6 +87,8 @@ def test_subset_keeps_whole_episodes_and_names_its_parent() -> None:
     assert store.provenance(again.storage.metadata)["episodes"] == chosen
     with pytest.raises(ValueError, match=r"fraction must lie in \(0, 1\]"):
         dyaug.datasets.subset(PARENT, 0.0)
+    # the forge's shorthand names the same parent, and so the same subset
+    assert dyaug.datasets.subset("hopper/medium-replay-tiny", 0.25, seed=3).id == part.id
 
 
 def test_remote_id_without_network_fails_fast_and_names_the_forge(monkeypatch) -> None:

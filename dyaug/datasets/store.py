@@ -26,6 +26,7 @@ import numpy as np
 
 from dyaug.data import Transitions
 from dyaug.datasets.catalog import NAMESPACE, parse_dataset_id
+from dyaug.datasets.catalog import dataset_id as canonical_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from minari import MinariDataset
@@ -62,6 +63,16 @@ def load(name: str, *, progress: bool = True) -> MinariDataset:
     return _download(name)
 
 
+def _full_forge_id(name: str) -> str:
+    """The forge's shorthand (``hopper/medium-replay``) as its Minari id; any other name as it is."""
+    if name.startswith(f"{NAMESPACE}/") or name.count("/") != 1:
+        return name
+    try:
+        return canonical_id(*parse_dataset_id(name))
+    except ValueError:
+        return name
+
+
 def packaged_path(file: str) -> Path:
     """Where a pack shipped with dyaug lies (``dyaug/datasets/data/<file>``)."""
     return Path(__file__).parent / "data" / file
@@ -81,6 +92,7 @@ def subset(
 
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}; e.g. 0.1 keeps 10% of the episodes.")
+    name = _full_forge_id(name)
     if dataset_id is None:
         stem, version = _split_version(name)
         dataset_id = f"{stem}-{_percent(fraction)}pct{'' if seed == 0 else f'-s{seed}'}{version}"
