@@ -283,3 +283,18 @@ def forge_policy(
         f"{chosen.mean_return:.1f}) of the forge's {fenv.short} run, seed {seed}, budget `{budget}`"
     )
     return policy, description
+
+
+def phase_summary(learner: Any) -> dict[str, Any]:
+    """What a ``DyDiffAugmenter``'s rollout phases did over a run: their count and seconds, the model buffer's
+    final size, the shares of trajectories kept and truncated, the median simulator-checked next-state error."""
+    reports = learner.reports
+    errors = [r.state_error for r in reports if r.state_error is not None]
+    return {
+        "phases": len(reports),
+        "rollout_s": sum(r.stats.seconds for r in reports),
+        "synthetic_size": len(learner.synthetic),
+        "kept_fraction": float(np.mean([r.stats.kept / r.stats.trajectories for r in reports])),
+        "truncated_share": float(np.mean([r.stats.truncated / r.stats.trajectories for r in reports])),
+        "sim_state_error": float(np.nanmedian(errors)) if errors else None,
+    }

@@ -48,6 +48,7 @@ from common import (
     machine,
     mean_spread,
     normalized_scores,
+    phase_summary,
     quiet_d3rlpy,
     save_bar_chart,
     stored_run,
@@ -132,15 +133,7 @@ def run_one(algo_name: str, arm: str, seed: int, real: Transitions, generators: 
         "steps": args.steps,
     }
     if arm == "dydiff":
-        reports = learner.reports
-        errors = [r.state_error for r in reports if r.state_error is not None]
-        record |= {
-            "phases": len(reports),
-            "rollout_s": sum(r.stats.seconds for r in reports),
-            "synthetic_size": len(learner.synthetic),
-            "kept_fraction": float(np.mean([r.stats.kept / r.stats.trajectories for r in reports])),
-            "sim_state_error": float(np.nanmedian(errors)) if errors else None,
-        }
+        record |= phase_summary(learner)
     return record
 
 

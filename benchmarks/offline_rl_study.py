@@ -48,6 +48,7 @@ from common import (
     fit_offline,
     machine,
     normalized_scores,
+    phase_summary,
     quiet_d3rlpy,
     shown,
     stored_run,
@@ -162,15 +163,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         "date": dt.date.today().isoformat(),
     }
     if arm == "dydiff":
-        reports = learner.reports
-        errors = [r.state_error for r in reports if r.state_error is not None]
-        record |= {
-            "phases": len(reports),
-            "rollout_s": sum(r.stats.seconds for r in reports),
-            "synthetic_size": len(learner.synthetic),
-            "truncated_share": float(np.mean([r.stats.truncated / r.stats.trajectories for r in reports])),
-            "sim_state_error": float(np.nanmedian(errors)) if errors else None,
-        }
+        record |= phase_summary(learner)
     return record
 
 
