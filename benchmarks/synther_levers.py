@@ -8,7 +8,8 @@ in the MuJoCo simulator (:func:`dyaug.metrics.dynamics_error`), beside the two b
 ``benchmarks/synther_fidelity.py`` on the held-out 20%: the real transitions with Gaussian noise of 10% of each
 column's standard deviation, and a 7-member dynamics ensemble's one-step predictions. Each arm trains for the
 same budget of ``--minutes`` of CPU time of one thread (its number of steps is its measured speed times the
-budget; ``old`` is the former ``cpu`` preset, 20k steps whatever the time), and every ``--curve-every`` of its
+budget; ``old`` is the former ``cpu`` preset, 20k steps whatever the time, and ``new`` the current one as it
+is, the frozen result of this ablation, to report the other tasks), and every ``--curve-every`` of its
 steps 2,000 samples of the EMA are checked, which gives fidelity against training time. Runs are stored under
 ``runs/synther_levers/`` and skipped when present: start one process per core with disjoint ``--arms``.
 """
@@ -34,7 +35,13 @@ from dyaug.metrics import dynamics_error
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "synther_levers"
 ARMS: dict[str, dict] = {
-    "old": {"preset": "cpu", "budget": False},  # the former cpu preset: 256x3, 20k steps, 32 Heun steps
+    # the former cpu preset (until 2026-12-06), spelled out: 256x3, 20k steps, 32 deterministic Heun steps
+    "old": {
+        "budget": False,
+        **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
+        **{"transform": "none", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
+    },
+    "new": {"budget": False},  # the cpu preset as it is now (frozen from this ablation), for the other tasks
     "base": {},  # the same network, trained for the budget
     "residual": {"residual": True},
     "quantile": {"transform": "quantile"},
