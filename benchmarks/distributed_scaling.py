@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from common import machine
 
-ROOT = Path(__file__).resolve().parents[1]
+# the `cpu` preset's joint denoiser (no label models: their fit is not what is distributed), fp32 on every machine
+FP32 = {"train_precision": "fp32", "sample_precision": "fp32"}
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -45,7 +46,7 @@ def worker_train(args: argparse.Namespace) -> None:
     rank, size = init_from_environment("cpu")
     data = dyaug.datasets.load(args.dataset, progress=False)
     stamps: list[tuple[int, float]] = []
-    SynthER("cpu", device="cpu", seed=0, train_steps=args.steps, train_precision="fp32", sample_precision="fp32").fit(
+    SynthER("cpu", device="cpu", seed=0, train_steps=args.steps, labels="joint", **FP32).fit(
         data, progress=False, callback=lambda _g, step: stamps.append((step, time.perf_counter()))
     )
     if rank == 0:
@@ -193,7 +194,7 @@ def main() -> None:
         from dyaug import SynthER
 
         ckpt = (
-            SynthER("cpu", device="cpu", seed=0, train_steps=200, train_precision="fp32", sample_precision="fp32")
+            SynthER("cpu", device="cpu", seed=0, train_steps=200, labels="joint", **FP32)
             .fit(dyaug.datasets.load(args.dataset, progress=False), progress=False)
             .save(workdir / "synther")
         )

@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class DemoConfig:
     width: int = 256
     depth: int = 3
     sampler_steps: int = 32
+    labels: Literal["joint", "models"] = "joint"  # "models": the cpu preset's labelling (+5 CPU-minutes here)
     precision: Precision = "auto"
     rl_steps: int = 5000
     dydiff_train_steps: int = 2000
@@ -78,9 +79,10 @@ def run_demo(config: DemoConfig) -> DemoResult:
         depth=config.depth,
         train_steps=config.train_steps,
         sampler_steps=config.sampler_steps,
+        labels=config.labels,
         train_precision=config.precision,
         sample_precision=config.precision,
-    ).fit(fit, action_bounds=(space.low, space.high))
+    ).fit(fit, action_bounds=(space.low, space.high), env_id=env_id)
     print(
         f"[2/{parts}] trained {config.width}x{config.depth} denoiser, {config.train_steps} steps, final loss "
         f"{generator.training_losses[-1]:.3f} ({time.perf_counter() - t1:.0f} s)"
