@@ -21,13 +21,12 @@ import json
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, synchronize
+from common import machine, timings
 
 from dyaug.device import autocast, resolve_device, resolve_precision
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
@@ -41,15 +40,7 @@ ROW = 2 * OBS + ACT + 2
 
 def seconds(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
     """Median wall seconds of ``fn`` after one warm-up call."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timings(fn, device, repeats))
 
 
 def flops_of(fn: Callable[[], object]) -> float:
@@ -99,8 +90,16 @@ def synther_training(device: torch.device, precision: str, steps: int) -> dict:
     torch.manual_seed(0)
     net = config.network(ROW).to(device)
     denoiser = EDMDenoiser(net, EDMSchedule(), precision=precision)  # type: ignore[arg-type]
-    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-4)
     batch = torch.randn(config.batch_size, ROW, device=device)
+    step = training_steps(denoiser, net, batch, steps)
+
+    flops = 3 * flops_of(lambda: denoiser(batch, 1.0))  # forward + backward ~ 3 forwards
+    return {"steps_per_s": steps / seconds(step, device, repeats=1), "flops_per_step": flops}
+
+
+def training_steps(denoiser: EDMDenoiser, net: torch.nn.Module, batch: torch.Tensor, steps: int) -> Callable[[], None]:
+    """``steps`` AdamW steps of the EDM loss on one fixed ``batch`` (speed only), as one call."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-4)
 
     def step() -> None:
         for _ in range(steps):
@@ -109,8 +108,7 @@ def synther_training(device: torch.device, precision: str, steps: int) -> dict:
             loss.backward()
             optimizer.step()
 
-    flops = 3 * flops_of(lambda: denoiser(batch, 1.0))  # forward + backward ~ 3 forwards
-    return {"steps_per_s": steps / seconds(step, device, repeats=1), "flops_per_step": flops}
+    return step
 
 
 def dydiff_unet(device: torch.device) -> tuple[torch.nn.Module, int, int]:
@@ -122,15 +120,8 @@ def dydiff_unet(device: torch.device) -> tuple[torch.nn.Module, int, int]:
 def dydiff_training(device: torch.device, precision: str, steps: int) -> dict:
     net, horizon, batch_size = dydiff_unet(device)
     denoiser = EDMDenoiser(net, EDMSchedule(sigma_data=0.5), precision=precision)  # type: ignore[arg-type]
-    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-4)
     batch = torch.randn(batch_size, horizon, OBS + ACT, device=device)
-
-    def step() -> None:
-        for _ in range(steps):
-            loss = edm_loss(denoiser, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    step = training_steps(denoiser, net, batch, steps)
 
     flops = 3 * flops_of(lambda: denoiser(batch, 1.0))
     return {"steps_per_s": steps / seconds(step, device, repeats=1), "flops_per_step": flops}
