@@ -87,13 +87,14 @@ def main() -> None:
     for env, info in per_env.items():
         t = info["teacher"]
         expert = normalised(env, t["expert_eval_return"])
-        target = TARGETS.get(env, float("nan"))
+        target = TARGETS.get(env)
         minutes = info["wall_s"] / 60
-        met = "yes" if expert >= target and minutes <= TARGET_MINUTES else "no"
+        met = "no target" if target is None else "yes" if expert >= target and minutes <= TARGET_MINUTES else "no"
+        shown_target = "-" if target is None else f"{target:.0f}"
         medium = f"{t['medium_step']:,}: {t['medium_eval_return']:.0f} ({normalised(env, t['medium_eval_return']):.1f})"
         lines.append(
             f"| {env} | {t['name']} | {t['steps']:,} | {t['train_seconds'] / 60:.1f} | {medium} | "
-            f"{t['expert_step']:,}: {t['expert_eval_return']:.0f} ({expert:.1f}) | {target:.0f} | "
+            f"{t['expert_step']:,}: {t['expert_eval_return']:.0f} ({expert:.1f}) | {shown_target} | "
             f"{minutes:.1f} | {met} |"
         )
     lines += [
