@@ -62,6 +62,12 @@ from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
 REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0, "dydiff": 0.6}
 OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
+STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
+
+
+def label(dataset: str, steps: int) -> str:
+    """A study row's name: the dataset, with the steps when they are not the protocol's."""
+    return dataset if steps == STEPS else f"{dataset}, {steps:,} steps"
 
 
 def parent_name(name: str) -> str:
@@ -216,9 +222,9 @@ def report(args: argparse.Namespace) -> None:
     )
     print("| dataset | algorithm | base | + SynthER mix | Δ | + SynthER replace | Δ | + DyDiff | Δ |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    keys = sorted({(r["dataset"], r["algo"]) for r in runs})
+    keys = sorted({(label(r["dataset"], r["steps"]), r["algo"]) for r in runs})
     for dataset, algo in keys:
-        rs = [r for r in runs if (r["dataset"], r["algo"]) == (dataset, algo)]
+        rs = [r for r in runs if (label(r["dataset"], r["steps"]), r["algo"]) == (dataset, algo)]
         cells = [cell([r["score"] for r in rs if r["arm"] == "base"])]
         for arm in ARMS[1:]:
             cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
@@ -232,11 +238,15 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(r["dataset"], r["algo"]) for r in runs})
+    keys = sorted({(label(r["dataset"], r["steps"]), r["algo"]) for r in runs})
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
         for i, arm in enumerate(ARMS):
-            curves = [np.array(r["curve"]) for r in runs if (r["dataset"], r["algo"], r["arm"]) == (dataset, algo, arm)]
+            curves = [
+                np.array(r["curve"])
+                for r in runs
+                if (label(r["dataset"], r["steps"]), r["algo"], r["arm"]) == (dataset, algo, arm)
+            ]
             if not curves:
                 continue
             steps = curves[0][:, 0]
@@ -262,7 +272,7 @@ def parse_args() -> argparse.Namespace:
                         choices=["td3plusbc", "iql", "diffusion_ql", "srpo"])  # fmt: skip
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--evaluations", type=int, default=10, help="evaluation points, every steps/evaluations")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--preset", default="cpu", help="generator and actor presets")
@@ -301,11 +311,12 @@ def main() -> None:
         env_id = minari_dataset.env_spec.id
         data = {"real": real, "env_id": env_id, "env_short": resolve_env(env_id).short}
         data["generators"] = Generators(minari_dataset.id, real, env_id, args)
+        steps_suffix = "" if args.steps == STEPS else f"-{args.steps}steps"
         for seed in args.seeds:
             for algo in args.algos:
                 for arm in args.arms if algo in ("td3plusbc", "iql") else ("base",):
                     stored_run(
-                        args.out / f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}.json",
+                        args.out / f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}{steps_suffix}.json",
                         functools.partial(run_one, dataset, algo, arm, seed, data, args),
                         lambda r: (
                             f"{r['dataset']} {r['algo']} {r['arm']} seed {r['seed']}: {r['score']:.1f} "
