@@ -41,6 +41,12 @@ ARMS: dict[str, dict] = {
         **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
         **{"transform": "none", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
     },
+    # the former preset with the per-column quantile transform of sparse or heavy-tailed columns (contact forces)
+    "old+quantile": {
+        "budget": False,
+        **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
+        **{"transform": "quantile", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
+    },
     "new": {"budget": False},  # the cpu preset as it is now (frozen from this ablation), for the other tasks
     "base": {},  # the same network, trained for the budget
     "residual": {"residual": True},
@@ -85,7 +91,11 @@ def baselines(dataset: str, seed: int) -> dict:
 
 
 def generator_for(arm: str, steps: int | None, seed: int, **extra: object) -> SynthER:
-    settings = {k: v for k, v in ARMS[arm].items() if k not in ("preset", "budget")}
+    """The arm's SynthER: the ``cpu`` preset with the arm's settings. Every arm but ``new`` starts from the joint
+    model (``labels="joint"``), the ablation's base: the preset diffused whole rows before this ablation froze
+    ``labels="models"``."""
+    settings = {} if arm == "new" else {"labels": "joint"}
+    settings |= {k: v for k, v in ARMS[arm].items() if k not in ("preset", "budget")}
     if steps is not None:
         settings["train_steps"] = steps
     return SynthER(ARMS[arm].get("preset", "cpu"), device="cpu", seed=seed, **{**settings, **extra})
