@@ -201,6 +201,35 @@ def report(dataset: str, args: argparse.Namespace) -> None:
     plot(runs, noise, ensemble, PLOTS / f"synther_levers_{name}.png", dataset)
 
 
+def split_columns(dataset: str, first: int, args: argparse.Namespace) -> None:
+    """Median next-state error over the first ``first`` observation columns and over the rest, for every saved fit
+    of ``dataset`` (10,000 fresh samples each), beside real held-out rows with 10% noise and the ``new`` fit's
+    label models on the held-out real (s, a): where in the observation the error sits (Ant: 27 position and
+    velocity columns, then 78 contact forces)."""
+    _, test, env_id = data_split(dataset, args.seed)
+    rows = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
+    candidates = {"real + noise 0.1": with_noise(rows, 0.1, args.seed)}
+    saved = sorted((OUT / "generators").glob(f"{dataset.replace('/', '_')}-*-seed{args.seed}*"))
+    for path in saved:
+        generator = SynthER.load(path, device="cpu")
+        arm = path.name.removeprefix(f"{dataset.replace('/', '_')}-").split(f"-seed{args.seed}")[0]
+        candidates[arm] = generator.sample(args.samples, seed=args.seed, progress=False)
+        if arm == "new":
+            label = generator.model.labeller.label
+            candidates["new's label models on real (s, a)"] = label(
+                rows.observations, rows.actions, seed=args.seed, batch_size=args.samples
+            )
+    print(f"Median next-state error by columns on `{dataset}` ({dt.date.today().isoformat()}; {machine()}; "
+          f"`python benchmarks/synther_levers.py --dataset {dataset} --split-columns {first}`)\n")  # fmt: skip
+    print(f"| rows | all columns | columns 0-{first - 1} | columns {first}+ |")
+    print("|---|---:|---:|---:|")
+    for name, data in candidates.items():
+        report = dynamics_error(env_id, data, threads=1)
+        diff = (data.next_observations - report.simulated_next_observations)[report.checkable]
+        parts = [np.median(np.linalg.norm(d, axis=1)) for d in (diff, diff[:, :first], diff[:, first:])]
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in parts) + " |")
+
+
 def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: str) -> None:
     import matplotlib
 
@@ -237,11 +266,15 @@ def main() -> None:
     parser.add_argument("--curve-points", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--split-columns", type=int, metavar="K", help="errors over columns < K and >= K, then exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.report:
         report(args.dataset, args)
+        return
+    if args.split_columns is not None:
+        split_columns(args.dataset, args.split_columns, args)
         return
     name = args.dataset.replace("/", "_")
     stored_run(
