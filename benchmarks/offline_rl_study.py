@@ -65,9 +65,10 @@ OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
 STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
 
 
-def label(dataset: str, steps: int) -> str:
-    """A study row's name: the dataset, with the steps when they are not the protocol's."""
-    return dataset if steps == STEPS else f"{dataset}, {steps:,} steps"
+def row(run: dict) -> tuple[str, str]:
+    """A run's row of the study: its dataset (with the steps when they are not the protocol's) and algorithm."""
+    dataset, steps = run["dataset"], run["steps"]
+    return (dataset if steps == STEPS else f"{dataset}, {steps:,} steps"), run["algo"]
 
 
 def parent_name(name: str) -> str:
@@ -222,9 +223,9 @@ def report(args: argparse.Namespace) -> None:
     )
     print("| dataset | algorithm | base | + SynthER mix | Δ | + SynthER replace | Δ | + DyDiff | Δ |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    keys = sorted({(label(r["dataset"], r["steps"]), r["algo"]) for r in runs})
+    keys = sorted({row(r) for r in runs})
     for dataset, algo in keys:
-        rs = [r for r in runs if (label(r["dataset"], r["steps"]), r["algo"]) == (dataset, algo)]
+        rs = [r for r in runs if row(r) == (dataset, algo)]
         cells = [cell([r["score"] for r in rs if r["arm"] == "base"])]
         for arm in ARMS[1:]:
             cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
@@ -238,15 +239,11 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(label(r["dataset"], r["steps"]), r["algo"]) for r in runs})
+    keys = sorted({row(r) for r in runs})
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
         for i, arm in enumerate(ARMS):
-            curves = [
-                np.array(r["curve"])
-                for r in runs
-                if (label(r["dataset"], r["steps"]), r["algo"], r["arm"]) == (dataset, algo, arm)
-            ]
+            curves = [np.array(r["curve"]) for r in runs if row(r) == (dataset, algo) and r["arm"] == arm]
             if not curves:
                 continue
             steps = curves[0][:, 0]

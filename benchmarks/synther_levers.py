@@ -34,19 +34,16 @@ from dyaug import SynthER, Transitions
 from dyaug.metrics import dynamics_error
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "synther_levers"
+# the former cpu preset (until 2026-12-06), spelled out: 256x3, 20k steps, 32 deterministic Heun steps
+OLD = {
+    "budget": False,
+    **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
+    **{"transform": "none", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
+}
 ARMS: dict[str, dict] = {
-    # the former cpu preset (until 2026-12-06), spelled out: 256x3, 20k steps, 32 deterministic Heun steps
-    "old": {
-        "budget": False,
-        **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
-        **{"transform": "none", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
-    },
-    # the former preset with the per-column quantile transform of sparse or heavy-tailed columns (contact forces)
-    "old+quantile": {
-        "budget": False,
-        **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
-        **{"transform": "quantile", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
-    },
+    "old": OLD,
+    # with the per-column quantile transform of sparse or heavy-tailed columns (contact forces)
+    "old+quantile": {**OLD, "transform": "quantile"},
     "new": {"budget": False},  # the cpu preset as it is now (frozen from this ablation), for the other tasks
     "base": {},  # the same network, trained for the budget
     "residual": {"residual": True},
@@ -207,12 +204,13 @@ def split_columns(dataset: str, first: int, args: argparse.Namespace) -> None:
     label models on the held-out real (s, a): where in the observation the error sits (Ant: 27 position and
     velocity columns, then 78 contact forces)."""
     _, test, env_id = data_split(dataset, args.seed)
+    name = dataset.replace("/", "_")
     rows = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
     candidates = {"real + noise 0.1": with_noise(rows, 0.1, args.seed)}
-    saved = sorted((OUT / "generators").glob(f"{dataset.replace('/', '_')}-*-seed{args.seed}*"))
+    saved = sorted((OUT / "generators").glob(f"{name}-*-seed{args.seed}*"))
     for path in saved:
         generator = SynthER.load(path, device="cpu")
-        arm = path.name.removeprefix(f"{dataset.replace('/', '_')}-").split(f"-seed{args.seed}")[0]
+        arm = path.name.removeprefix(f"{name}-").split(f"-seed{args.seed}")[0]
         candidates[arm] = generator.sample(args.samples, seed=args.seed, progress=False)
         if arm == "new":
             label = generator.model.labeller.label
