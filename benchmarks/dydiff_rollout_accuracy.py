@@ -281,7 +281,7 @@ def window_check(report: Report, gen: DyDiff, test: Transitions, steps: list[int
     noise = 5.0 * torch.randn(condition.values.shape, generator=generator, device=args.device)
     with torch.no_grad():
         mean = model.denoiser(condition.mask)(condition.apply(noise), 5.0)
-    mean_states = model.normalizer.unnormalize(mean.clamp(-1.0, 1.0))[..., :obs_dim]  # clamped as samples are
+    mean_states = model.states_of(mean, s0)  # clamped as samples are
     candidates = {
         "sampled, true s_0": model.resample_states(s0, actions, generator=generator),
         "sampled, s_0 shuffled between windows": model.resample_states(shuffled, actions, generator=generator),

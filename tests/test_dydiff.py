@@ -16,10 +16,17 @@ import torch
 import dyaug.datasets
 from dyaug import DyDiff, DyDiffConfig
 from dyaug.data import Transitions, make_windows
+from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.diffusion import EDMDenoiser, edm_loss
 from dyaug.dydiff import PRESETS, Hardmax, KeepAll, RolloutEngine, Softmax, Trajectories, WindowIndex
 from dyaug.dydiff.filters import kept_count
-from dyaug.dydiff.trajectory_model import fit_trajectory_model, given_mask
+from dyaug.dydiff.trajectory_model import (
+    TrajectoryModel,
+    encode_windows,
+    fit_trajectory_model,
+    given_mask,
+    offset_normalizer,
+)
 from dyaug.models import LocomotionTermination
 
 tiny_tensors = True
@@ -422,3 +429,52 @@ def test_filter_objects_are_used_and_checked(fitted: DyDiff, starts: np.ndarray)
     assert stats.kept == 10 and set(stats.kept_indices) == set(np.argsort(stats.returns)[-10:])
     with pytest.raises(ValueError, match="int64"):
         fitted.rollout(policy, starts, seed=0, filter=lambda returns, generator=None: returns > 0)
+
+
+# ------------------------------------------------------------------------------- residual (offset) windows
+def test_offset_windows_cover_every_window_and_rebuild_the_states(real: Transitions) -> None:
+    horizon = 8
+    index = WindowIndex.of(real, horizon)
+    rows = np.concatenate([real.observations, real.actions], axis=1)
+    normalizer = MinMaxNormalizer.fit(rows)
+    offsets = offset_normalizer(real.observations, index, chunk=7)  # many chunks, the last one short
+    windows, _ = index.gather(torch.as_tensor(rows), index.descriptors("cpu"))
+    x = encode_windows(windows, normalizer, offsets, OBS)
+    moved = windows[:, 1:, :OBS] - windows[:, :1, :OBS]
+    torch.testing.assert_close(x[:, 1:, :OBS], offsets.normalize(moved))
+    torch.testing.assert_close(x[:, 0], normalizer.normalize(windows[:, 0]))  # s_0 and the actions as before
+    torch.testing.assert_close(x[..., OBS:], normalizer.normalize(windows)[..., OBS:])
+    assert x.abs().max() <= 1.0 + 1e-6 and x[:, 1:, :OBS].abs().max() >= 1.0 - 1e-6  # the range is each extreme
+    model = TrajectoryModel(torch.nn.Identity(), normalizer, OBS, ACT, PRESETS["tiny"], offsets=offsets)
+    s0 = windows[:, 0, :OBS]
+    states = model.states_of(x, s0)
+    assert torch.equal(states[:, 0], s0)
+    torch.testing.assert_close(states, windows[..., :OBS], rtol=0, atol=1e-5 * float(np.abs(rows).max()))
+
+
+def test_residual_fit_samples_offsets_from_s0_and_round_trips(
+    hopper: minari.MinariDataset, real: Transitions, starts: np.ndarray, tmp_path: Path
+) -> None:
+    generator = DyDiff("tiny", device="cpu", seed=0, residual=True).fit(hopper, progress=False)
+    model = generator.model.trajectory_model
+    assert model.offsets is not None and model.offsets.dim == OBS
+    s0 = torch.from_numpy(real.observations[:16].copy())
+    actions = torch.rand(16, model.horizon, ACT, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = model.sample(s0, actions, generator=torch.Generator().manual_seed(1))
+    states = model.resample_states(s0, actions, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(states[:, 0], s0)
+    offset = model.offsets.unnormalize(x[:, 1:, :OBS].clamp(-1.0, 1.0))
+    low, high = real.observations.min(0), real.observations.max(0)
+    margin = 1e-4 * (high - low)
+    inside = torch.from_numpy((states[:, 1:].numpy() > low + margin) & (states[:, 1:].numpy() < high - margin))
+    assert inside.float().mean() > 0.5  # most entries are not clamped to the data's range, and there s_0 + offset:
+    torch.testing.assert_close((states[:, 1:] - s0[:, None])[inside], offset[inside], rtol=0, atol=1e-4)
+    assert (states.numpy() >= low - 1e-5).all() and (states.numpy() <= high + 1e-5).all()
+    a = generator.rollout(policy, starts, seed=7)
+    loaded = DyDiff.load(generator.save(tmp_path / "dydiff"), device="cpu")
+    assert loaded.config.residual and _same(a, loaded.rollout(policy, starts, seed=7))
+    windows = torch.cat([states, actions], dim=-1)
+    known = given_mask(model.horizon, OBS, ACT).expand_as(windows).clone()
+    known[:, 0, 0] = False
+    with pytest.raises(ValueError, match=r"offsets from s_0 .* mark s_0 known"):
+        model.inpaint_states(windows, known)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,8 @@ def test_state_dict_round_trip_uses_plain_arrays_and_kind():
         assert type(loaded) is cls
         np.testing.assert_array_equal(loaded.normalize(x), norm.normalize(x))
         assert type(cls.from_state_dict(state)) is cls
+        as_json = json.loads(json.dumps(norm.json_state()))  # the JSON form: lists, bit-exact floats
+        np.testing.assert_array_equal(Normalizer.from_state_dict(as_json).normalize(x), norm.normalize(x))
     with pytest.raises(ValueError, match=r"load it with Normalizer\.from_state_dict"):
         ZScoreNormalizer.from_state_dict(MinMaxNormalizer.fit(x).state_dict())
     with pytest.raises(ValueError, match="unknown normalizer kind 'robust'"):

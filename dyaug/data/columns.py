@@ -308,9 +308,7 @@ class ColumnCodec:
         return {
             "constant": self.constant.state(),
             "transform": self.transform.state(),
-            "normalizer": {
-                k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.normalizer.state_dict().items()
-            },
+            "normalizer": self.normalizer.json_state(),
             "skip": list(self.skip),
         }
 
@@ -318,12 +316,9 @@ class ColumnCodec:
     def from_state(cls, state: dict[str, Any]) -> ColumnCodec:
         from dyaug.data.normalizers import Normalizer
 
-        normalizer = Normalizer.from_state_dict(
-            {k: (np.asarray(v) if k != "kind" else v) for k, v in state["normalizer"].items()}
-        )
         return cls(
             ConstantColumns.from_state(state["constant"]),
             ColumnTransform.from_state(state["transform"]),
-            normalizer,
+            Normalizer.from_state_dict(state["normalizer"]),
             tuple(state["skip"]),
         )

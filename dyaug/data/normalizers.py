@@ -21,7 +21,7 @@ Skipped dimensions (e.g. a terminal-flag column) get ``shift = 0`` and ``scale =
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -76,8 +76,12 @@ class Normalizer:
         """Plain float64 arrays ``shift``/``scale`` plus the ``kind`` string (no pickled objects)."""
         return {"kind": self.kind, "shift": self.shift.copy(), "scale": self.scale.copy()}
 
+    def json_state(self) -> dict[str, list[float] | str]:
+        """:meth:`state_dict` with lists for arrays (a JSON value); :meth:`from_state_dict` reads it back."""
+        return {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+
     @classmethod
-    def from_state_dict(cls, state: dict[str, np.ndarray | str]) -> Normalizer:
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
         """Rebuild a normalizer saved by :meth:`state_dict` as the class named by ``state["kind"]``.
 
         ``Normalizer.from_state_dict`` accepts any kind; a subclass accepts only its own.

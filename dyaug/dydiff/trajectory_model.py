@@ -12,6 +12,10 @@ An option, ``DyDiffConfig.given_input = "clean"``: the given entries enter the n
 the official preconditioning (``"scaled"``, the default) shrinks the condition towards 0 at the high noise levels
 where a window's coarse shape is decided. On forged Hopper data the option gave no clear gain in rollout accuracy
 (benchmarks/RESULTS.md, DyDiff), so the default stays the official input.
+
+Another, ``DyDiffConfig.residual``: the states of rows t >= 1 enter the window as their offsets s_t − s_0, min-max
+normalised on their own (:func:`offset_normalizer`), and come back as s_0 + offset (:func:`encode_windows`,
+:meth:`TrajectoryModel.states_of`). Row 0 and the actions are normalised as before.
 """
 
 from __future__ import annotations
@@ -37,6 +41,33 @@ from dyaug.dydiff.windows import WindowIndex
 from dyaug.persistence import ModelCheckpoint
 
 
+def encode_windows(
+    windows: Tensor, normalizer: MinMaxNormalizer, offsets: MinMaxNormalizer | None, obs_dim: int
+) -> Tensor:
+    """Normalised windows of raw ones ``(B, H, obs_dim + act_dim)``: every row x̃ = ``normalizer``(x); with
+    ``offsets`` (``DyDiffConfig.residual``) the states of rows t >= 1 are ``offsets``(s_t − s_0) instead."""
+    x = normalizer.normalize(windows)
+    if offsets is None:
+        return x
+    states = windows[..., :obs_dim]
+    moved = torch.cat([offsets.normalize(states[:, 1:] - states[:, :1]), x[:, 1:, obs_dim:]], dim=-1)
+    return torch.cat([x[:, :1], moved], dim=1)
+
+
+def offset_normalizer(observations: np.ndarray, index: WindowIndex, chunk: int = 4096) -> MinMaxNormalizer:
+    """The min-max normalizer of s_t − s_0 over every step t >= 1 of every window of ``index`` (padded steps
+    repeat their episode's last state, so they add no new offset), computed a ``chunk`` of windows at a time."""
+    steps = np.arange(1, index.horizon)
+    lows, highs = [], []
+    for start in range(0, len(index), chunk):
+        first, stop = index.first[start : start + chunk], index.stop[start : start + chunk]
+        rows = np.minimum(first[:, None] + steps[None, :], stop[:, None] - 1)
+        moved = observations[rows] - observations[first][:, None, :]
+        lows.append(moved.min(axis=(0, 1)))
+        highs.append(moved.max(axis=(0, 1)))
+    return MinMaxNormalizer.fit(np.stack([np.min(lows, axis=0), np.max(highs, axis=0)]))
+
+
 def given_mask(horizon: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> Tensor:
     """``(1, H, obs_dim + act_dim)`` bool: True on s_0 (row 0, state columns) and on every action column."""
     mask = torch.zeros(1, horizon, obs_dim + act_dim, dtype=torch.bool, device=device)
@@ -48,7 +79,8 @@ def given_mask(horizon: int, obs_dim: int, act_dim: int, device: torch.device | 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrajectoryModel:
     """A trained trajectory model: the (EMA) network F, the min-max normalizer of rows ``[s, a]`` to [-1, 1]
-    (x̃ = 2 (x − min)/(max − min) − 1 per column, statistics of all training rows) and the sampling settings.
+    (x̃ = 2 (x − min)/(max − min) − 1 per column, statistics of all training rows), with ``config.residual`` the
+    normalizer of the state offsets s_t − s_0 (``offsets``), and the sampling settings.
     """
 
     network: nn.Module
@@ -57,6 +89,7 @@ class TrajectoryModel:
     act_dim: int
     config: DyDiffConfig
     constant: ConstantColumns | None = None
+    offsets: MinMaxNormalizer | None = None
 
     def checkpoint_fields(self) -> dict[str, Any]:
         """What :func:`~dyaug.persistence.save_model` needs to store this model (besides its kind and
@@ -68,6 +101,7 @@ class TrajectoryModel:
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
             "constant_states": None if self.constant is None else self.constant.state(),
+            "offset_normalizer": None if self.offsets is None else self.offsets.json_state(),
         }
 
     @classmethod
@@ -81,8 +115,12 @@ class TrajectoryModel:
         network.load_state_dict(checkpoint.states["network"])
         saved = checkpoint.meta.get("constant_states")
         constant = None if saved is None else ConstantColumns.from_state(saved)
+        saved = checkpoint.meta.get("offset_normalizer")
+        offsets = None if saved is None else MinMaxNormalizer.from_state_dict(saved)
         assert isinstance(checkpoint.normalizer, MinMaxNormalizer)  # checkpoint_fields stores it
-        return cls(network.eval().requires_grad_(False), checkpoint.normalizer, obs_dim, act_dim, config, constant)
+        assert offsets is None or isinstance(offsets, MinMaxNormalizer)
+        network = network.eval().requires_grad_(False)
+        return cls(network, checkpoint.normalizer, obs_dim, act_dim, config, constant, offsets)
 
     @property
     def horizon(self) -> int:
@@ -99,8 +137,12 @@ class TrajectoryModel:
     def condition(self, s0: Tensor, actions: Tensor) -> Condition:
         """The normalised values of s_0 ``(B, obs_dim)`` and of the actions ``(B, H, act_dim)``, raw units."""
         states = s0[:, None, :].expand(-1, self.horizon, -1)
-        values = self.normalizer.normalize(torch.cat([states, actions], dim=-1))
+        values = self.encode(torch.cat([states, actions], dim=-1))
         return Condition(given_mask(self.horizon, self.obs_dim, self.act_dim, s0.device), values)
+
+    def encode(self, windows: Tensor) -> Tensor:
+        """Normalised windows of raw ones ``(B, H, obs_dim + act_dim)`` (:func:`encode_windows`)."""
+        return encode_windows(windows, self.normalizer, self.offsets, self.obs_dim)
 
     def denoiser(self, clean: Tensor) -> EDMDenoiser:
         """The EDM denoiser of the EMA network for sampling; ``clean`` marks entries that hold clean values."""
@@ -133,12 +175,21 @@ class TrajectoryModel:
             )
         return torch.cat(parts)
 
-    def _raw_states(self, x: Tensor) -> Tensor:
-        """The states of normalised windows in raw units, clamped to [-1, 1] in normalised space first, constant
-        columns of the training states set to their values exactly."""
+    def states_of(self, x: Tensor, s0: Tensor) -> Tensor:
+        """The states ``(B, H, obs_dim)`` in raw units of normalised windows ``x`` whose s_0 is ``s0`` (raw).
+
+        Generated states are clamped to [-1, 1] in normalised space, i.e. to the training data's range per
+        dimension, as the official un-normalisation does (with ``residual``: the offset, then s_0 + offset);
+        constant columns of the training states are set to their values exactly; row 0 is ``s0`` bit for bit.
+        """
         x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
         states = self.normalizer.unnormalize(x)[..., : self.obs_dim]
-        return states if self.constant is None else self.constant.hold(states)
+        if self.offsets is not None:
+            shift, scale = self.normalizer.shift[: self.obs_dim], self.normalizer.scale[: self.obs_dim]
+            states = s0[:, None, :] + self.offsets.unnormalize(x[..., : self.obs_dim])
+            states = states.clamp(x.new_tensor(shift - scale), x.new_tensor(shift + scale))
+        states = states if self.constant is None else self.constant.hold(states)
+        return torch.cat([s0[:, None, :], states[:, 1:]], dim=1)
 
     def resample_states(self, s0: Tensor, actions: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """States ``(B, H, obs_dim)`` in raw units given s_0 ``(B, obs_dim)`` and actions ``(B, H, act_dim)``.
@@ -146,8 +197,7 @@ class TrajectoryModel:
         Generated states are clamped to [-1, 1] in normalised space, i.e. to the training data's range per
         dimension, as the official un-normalisation does; row 0 is s_0 itself (bit for bit).
         """
-        states = self._raw_states(self.sample(s0, actions, generator=generator))
-        return torch.cat([s0[:, None, :], states[:, 1:]], dim=1)
+        return self.states_of(self.sample(s0, actions, generator=generator), s0)
 
     @torch.no_grad()
     def inpaint_states(self, windows: Tensor, known: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -158,7 +208,8 @@ class TrajectoryModel:
         Replacement inpainting (:class:`~dyaug.diffusion.Condition`): it samples the model's conditional exactly
         where ``known`` is what the model was trained with given (s_0 and every action, :func:`given_mask`) and
         approximately otherwise. Known states are returned bit for bit; generated states are clamped to the
-        training data's range as in :meth:`resample_states`.
+        training data's range as in :meth:`resample_states`. With ``config.residual`` s_0 must be known
+        (``ValueError`` otherwise): the other states are generated as offsets from it.
         """
         if windows.ndim != 3 or windows.shape[1:] != (self.horizon, self.obs_dim + self.act_dim):
             raise ValueError(
@@ -169,7 +220,12 @@ class TrajectoryModel:
             raise ValueError(
                 f"known must be a bool tensor shaped like windows, got {known.dtype} {tuple(known.shape)}."
             )
-        states = self._raw_states(self._sample(known, self.normalizer.normalize(windows), generator))
+        if self.offsets is not None and not bool(known[:, 0, : self.obs_dim].all()):
+            raise ValueError(
+                "this trajectory model generates states as offsets from s_0 (config.residual), so known[:, 0, "
+                ":obs_dim] must be all True; mark s_0 known, or use a model fitted with residual=False."
+            )
+        states = self.states_of(self._sample(known, self.encode(windows), generator), windows[:, 0, : self.obs_dim])
         return torch.where(known[..., : self.obs_dim], windows[..., : self.obs_dim], states)
 
 
@@ -192,7 +248,8 @@ def fit_trajectory_model(
     returns the model (EMA weights) and the training losses per log window.
 
     The loss is ``edm_loss`` with ``given`` = s_0 and the actions (:func:`given_mask`) and ``loss_mask`` = the
-    real steps of each window. :func:`~dyaug.diffusion.training.train` draws its batches from the window
+    real steps of each window; with ``config.residual`` each batch of raw windows is encoded with the state
+    offsets (:func:`encode_windows`). :func:`~dyaug.diffusion.training.train` draws its batches from the window
     descriptors, which the loss gathers into windows.
     """
     obs_dim, act_dim = transitions.obs_dim, transitions.act_dim
@@ -202,13 +259,17 @@ def fit_trajectory_model(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         network = config.network(obs_dim + act_dim).to(device)
-    data = torch.as_tensor(normalizer.normalize(rows), dtype=torch.float32, device=device)
+    offsets = offset_normalizer(transitions.observations, index) if config.residual else None
+    rows = rows if offsets is not None else normalizer.normalize(rows)  # raw rows are encoded a batch at a time
+    data = torch.as_tensor(rows, dtype=torch.float32, device=device)
     given = given_mask(config.horizon, obs_dim, act_dim, device)
     trained = maybe_compiled(data_parallel(network), config.compile)  # DistributedDataParallel under torchrun
     denoiser = trajectory_denoiser(trained, config, config.train_precision, given)
 
     def loss_fn(descriptors: Tensor) -> Tensor:
         windows, valid = index.gather(data, descriptors)
+        if offsets is not None:
+            windows = encode_windows(windows, normalizer, offsets, obs_dim)
         return edm_loss(denoiser, windows, given=given, loss_mask=valid)
 
     result = train(
@@ -222,5 +283,5 @@ def fit_trajectory_model(
     )
     ema_network = result.ema.module if result.ema is not None else network.eval().requires_grad_(False)
     constant = ConstantColumns.fit(np.concatenate([transitions.observations, transitions.next_observations]))
-    model = TrajectoryModel(ema_network, normalizer, obs_dim, act_dim, config, constant)
+    model = TrajectoryModel(ema_network, normalizer, obs_dim, act_dim, config, constant, offsets)
     return model, list(result.losses)
