@@ -266,7 +266,8 @@ def forge_policy(
     from dyaug.datasets.forge import select_checkpoints, teacher_run
 
     env, _, budget, seed = parse_dataset_id(dataset_name)
-    fenv, plan = resolve_env(env), BUDGETS[budget]
+    fenv = resolve_env(env)
+    plan = BUDGETS[budget].for_env(fenv.short)
     run = teacher_run(fenv, plan, seed)
     medium, expert = select_checkpoints(run, plan.medium_fraction)
     chosen = {"medium": medium, "expert": expert}[checkpoint]
