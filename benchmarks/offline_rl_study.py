@@ -230,7 +230,33 @@ def report(args: argparse.Namespace) -> None:
         for arm in ARMS[1:]:
             cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
         print(f"| {dataset} | {algo} | " + " | ".join(cells) + " |")
+    dydiff_phases(runs)
     plot_curves(runs, args.out)
+
+
+def dydiff_phases(runs: list[dict]) -> None:
+    """What the DyDiff arm's rollout phases put in the learner's batches, per row of the study (means over seeds):
+    the evidence beside its score (:func:`common.phase_summary`)."""
+    keys = sorted({row(r) for r in runs if r["arm"] == "dydiff"})
+    if not keys:
+        return
+    print(
+        "\nDyDiff's rollout phases (mean over seeds): phases per run, seconds spent in them, model-buffer rows at the "
+        "end, share of trajectories kept by the filter and cut at the data's support, median simulator-checked "
+        "next-state error of the generated rows.\n"
+    )
+    print("| dataset | algorithm | runs | phases | rollout s | synthetic rows | kept | truncated | sim. state error |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dataset, algo in keys:
+        rs = [r for r in runs if row(r) == (dataset, algo) and r["arm"] == "dydiff"]
+        mean = {k: statistics.fmean(r[k] for r in rs) for k in ("phases", "rollout_s", "synthetic_size",
+                                                               "kept_fraction", "truncated_share")}  # fmt: skip
+        errors = [r["sim_state_error"] for r in rs if r["sim_state_error"] is not None]
+        error = f"{statistics.fmean(errors):.3f}" if errors else "-"
+        print(
+            f"| {dataset} | {algo} | {len(rs)} | {mean['phases']:.0f} | {mean['rollout_s']:.0f} | "
+            f"{mean['synthetic_size']:,.0f} | {mean['kept_fraction']:.2f} | {mean['truncated_share']:.3f} | {error} |"
+        )
 
 
 def plot_curves(runs: list[dict], out: Path) -> None:
