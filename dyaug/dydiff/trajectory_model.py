@@ -182,11 +182,13 @@ class TrajectoryModel:
         dimension, as the official un-normalisation does (with ``residual``: the offset, then s_0 + offset);
         constant columns of the training states are set to their values exactly; row 0 is ``s0`` bit for bit.
         """
-        x = torch.cat([x[..., : self.obs_dim].clamp(-1.0, 1.0), x[..., self.obs_dim :]], dim=-1)
-        states = self.normalizer.unnormalize(x)[..., : self.obs_dim]
-        if self.offsets is not None:
+        clamped = x[..., : self.obs_dim].clamp(-1.0, 1.0)
+        if self.offsets is None:
+            states = self.normalizer.unnormalize(torch.cat([clamped, x[..., self.obs_dim :]], dim=-1))
+            states = states[..., : self.obs_dim]
+        else:  # s_0 + offset, then clamped to the states' range [shift − scale, shift + scale]
             shift, scale = self.normalizer.shift[: self.obs_dim], self.normalizer.scale[: self.obs_dim]
-            states = s0[:, None, :] + self.offsets.unnormalize(x[..., : self.obs_dim])
+            states = s0[:, None, :] + self.offsets.unnormalize(clamped)
             states = states.clamp(x.new_tensor(shift - scale), x.new_tensor(shift + scale))
         states = states if self.constant is None else self.constant.hold(states)
         return torch.cat([s0[:, None, :], states[:, 1:]], dim=1)
