@@ -16,7 +16,9 @@ row is ever drawn), so only the data differ:
 - ``synther-mix``: ``--synthetic`` SynthER samples, half of each batch;
 - ``synther-replace``: the SynthER samples only (``real_ratio = 0``, the paper's offline setting);
 - ``dydiff``: ``DyDiffAugmenter``, a rollout phase of the current policy every ``--rollout-every`` steps from
-  ``--rollout-batch`` start states, 60% real rows per batch.
+  ``--rollout-batch`` start states, 60% real rows per batch;
+- ``dydiff-labels`` (exploratory, declared in PROTOCOL.md after the ``dydiff`` arm's results; reported apart): the
+  ``dydiff`` arm with each generated row's next state from the dynamics ensemble (``labels="models"``).
 
 The generators (SynthER and DyDiff, the frozen ``cpu`` presets) are fitted once per dataset with
 ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset only), and stored under
@@ -60,7 +62,9 @@ from dyaug import DyDiff, SynthER, Transitions
 from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 
 ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
-REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0, "dydiff": 0.6}
+EXPLORATORY = ("dydiff-labels",)  # not pre-registered (PROTOCOL.md): reported apart from the main table
+DYDIFF_LABELS = {"dydiff": "trajectory", "dydiff-labels": "models"}
+REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0, "dydiff": 0.6, "dydiff-labels": 0.6}
 OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
 STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
 
@@ -110,13 +114,13 @@ class Generators:
         save_checkpoint(self.samples_path, tensors, {"kind": "synthetic-transitions", **generator.provenance()})
         return samples
 
-    def dydiff(self) -> DyDiff:
-        if self.dydiff_path.exists():
-            return DyDiff.load(self.dydiff_path, device="cpu")
-        generator = DyDiff(self.args.preset, device="cpu", seed=self.args.generator_seed)
-        generator.fit(self.real, env_id=self.env_id, progress=False)
-        generator.save(self.dydiff_path)
-        return generator
+    def dydiff(self, labels: str) -> DyDiff:
+        """The stored DyDiff with ``labels`` (a rollout setting: the same fitted models for every arm)."""
+        if not self.dydiff_path.exists():
+            generator = DyDiff(self.args.preset, device="cpu", seed=self.args.generator_seed)
+            generator.fit(self.real, env_id=self.env_id, progress=False)
+            generator.save(self.dydiff_path)
+        return DyDiff.load(self.dydiff_path, device="cpu", labels=labels)
 
 
 def build_algo(name: str, task: str, seed: int, args: argparse.Namespace) -> Any:
@@ -134,9 +138,9 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
     algo = build_algo(algo_name, task, seed, args)
     real_buffer = transitions_to_d3rlpy(real)
     chunk = args.steps // args.evaluations
-    if arm == "dydiff":
+    if arm in DYDIFF_LABELS:
         learner = DyDiffAugmenter(
-            algo, generator=generators.dydiff(), preset=args.preset, real_ratio=REAL_RATIO[arm],
+            algo, generator=generators.dydiff(DYDIFF_LABELS[arm]), preset=args.preset, real_ratio=REAL_RATIO[arm],
             rollout_every=args.rollout_every, rollout_batch=args.rollout_batch, buffer_size=args.buffer_size,
             device="cpu", seed=seed, env_id=env_id,
         )  # fmt: skip
@@ -169,7 +173,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
-    if arm == "dydiff":
+    if arm in DYDIFF_LABELS:
         record |= phase_summary(learner)
     return record
 
@@ -230,14 +234,36 @@ def report(args: argparse.Namespace) -> None:
         for arm in ARMS[1:]:
             cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
         print(f"| {dataset} | {algo} | " + " | ".join(cells) + " |")
+    exploratory(runs)
     dydiff_phases(runs)
     plot_curves(runs, args.out)
+
+
+def exploratory(runs: list[dict]) -> None:
+    """The arms declared after results (PROTOCOL.md), each beside the same seeds' ``base`` and ``dydiff``."""
+    keys = sorted({row(r) for r in runs if r["arm"] in EXPLORATORY})
+    if not keys:
+        return
+    print("\nExploratory arms (declared after the main results; not pre-registered), paired with base by seed:\n")
+    print("| dataset | algorithm | arm | score | Δ to base | per seed | dydiff, same seeds |")
+    print("|---|---|---|---:|---:|---|---:|")
+    for dataset, algo in keys:
+        rs = [r for r in runs if row(r) == (dataset, algo)]
+        for arm in EXPLORATORY:
+            mine = sorted((r for r in rs if r["arm"] == arm), key=lambda r: r["seed"])
+            seeds = {r["seed"] for r in mine}
+            dydiff = [r["score"] for r in rs if r["arm"] == "dydiff" and r["seed"] in seeds]
+            per_seed = " / ".join(f"{r['score']:.1f}" for r in mine)
+            print(
+                f"| {dataset} | {algo} | {arm} | {cell([r['score'] for r in mine])} | {paired(rs, arm)} | "
+                f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} |"
+            )
 
 
 def dydiff_phases(runs: list[dict]) -> None:
     """What the DyDiff arm's rollout phases put in the learner's batches, per row of the study (means over seeds):
     the evidence beside its score (:func:`common.phase_summary`)."""
-    keys = sorted({row(r) for r in runs if r["arm"] == "dydiff"})
+    keys = sorted({(*row(r), r["arm"]) for r in runs if r["arm"] in DYDIFF_LABELS})
     if not keys:
         return
     print(
@@ -245,16 +271,19 @@ def dydiff_phases(runs: list[dict]) -> None:
         "end, share of trajectories kept by the filter and cut at the data's support, median simulator-checked "
         "next-state error of the generated rows.\n"
     )
-    print("| dataset | algorithm | runs | phases | rollout s | synthetic rows | kept | truncated | sim. state error |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for dataset, algo in keys:
-        rs = [r for r in runs if row(r) == (dataset, algo) and r["arm"] == "dydiff"]
+    print(
+        "| dataset | algorithm | arm | runs | phases | rollout s | synthetic rows | kept | truncated "
+        "| sim. state error |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dataset, algo, arm in keys:
+        rs = [r for r in runs if row(r) == (dataset, algo) and r["arm"] == arm]
         mean = {k: statistics.fmean(r[k] for r in rs) for k in ("phases", "rollout_s", "synthetic_size",
                                                                "kept_fraction", "truncated_share")}  # fmt: skip
         errors = [r["sim_state_error"] for r in rs if r["sim_state_error"] is not None]
         error = f"{statistics.fmean(errors):.3f}" if errors else "-"
         print(
-            f"| {dataset} | {algo} | {len(rs)} | {mean['phases']:.0f} | {mean['rollout_s']:.0f} | "
+            f"| {dataset} | {algo} | {arm} | {len(rs)} | {mean['phases']:.0f} | {mean['rollout_s']:.0f} | "
             f"{mean['synthetic_size']:,.0f} | {mean['kept_fraction']:.2f} | {mean['truncated_share']:.3f} | {error} |"
         )
 
@@ -268,7 +297,7 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     keys = sorted({row(r) for r in runs})
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
-        for i, arm in enumerate(ARMS):
+        for i, arm in enumerate(ARMS + EXPLORATORY):
             curves = [np.array(r["curve"]) for r in runs if row(r) == (dataset, algo) and r["arm"] == arm]
             if not curves:
                 continue
@@ -293,7 +322,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=["hopper/medium-replay"])
     parser.add_argument("--algos", nargs="+", default=["td3plusbc"],
                         choices=["td3plusbc", "iql", "diffusion_ql", "srpo"])  # fmt: skip
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS + EXPLORATORY)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--evaluations", type=int, default=10, help="evaluation points, every steps/evaluations")

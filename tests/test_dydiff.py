@@ -28,6 +28,7 @@ from dyaug.dydiff.trajectory_model import (
     offset_normalizer,
 )
 from dyaug.models import LocomotionTermination
+from dyaug.models.support import DataSupport
 
 tiny_tensors = True
 OBS, ACT = 11, 3
@@ -300,6 +301,33 @@ def test_engine_resamples_relabels_and_averages_as_stated(average: bool) -> None
     assert torch.equal(once.rewards, once.states[..., 0] + once.actions[..., 0])
 
 
+def test_model_labels_give_each_row_the_dynamics_next_state() -> None:
+    """``labels="models"``: s'_t = f(s_t, a_t) (here s + a) on the resampled states, judged by the termination
+    rule and the support; ``"trajectory"``: s'_t = s_{t+1}. Ramp states s_t = (1 + 10 t, 10 t), a_t = s_t[0] / 2."""
+    s0 = torch.tensor([[1.0, 0.0]])
+    support = DataSupport(np.array([-100.0, -100.0]), np.array([45.0, 100.0]), -1e9, 1e9, -1e9, 1e9, margin=0.0)
+    runs = {}
+    for labels in ("trajectory", "models"):
+        engine = dataclasses.replace(_fake_engine(), labels=labels, support=support)
+        runs[labels] = engine.run(_half, s0, iterations=1, average=False)
+    trajectory, models = runs["trajectory"], runs["models"]
+    assert torch.equal(trajectory.states, models.states) and torch.equal(trajectory.actions, models.actions)
+    expected = models.states[:, :-1] + models.actions[:, :-1]
+    assert torch.equal(models.next_states, expected) and trajectory.next_states is None
+    assert expected[0, :, 0].tolist() == [1.5, 16.5, 31.5, 46.5]  # s'_3 leaves the support (45), s_4 = 41 does not
+    rows = models.to_transitions()
+    np.testing.assert_array_equal(rows.next_observations, expected[0, :3].numpy())  # row 3 cut; timeout at 2
+    np.testing.assert_array_equal(rows.timeouts, [0, 0, 1])
+    np.testing.assert_array_equal(trajectory.to_transitions().next_observations, trajectory.states[0, 1:].numpy())
+    ends = dataclasses.replace(_fake_engine(threshold=2.0), labels="models").run(_half, s0, iterations=1, average=False)
+    assert ends.dones[0].tolist() == [False, True, True, True]  # judged on s'_t: 1.5, then 16.5 > 2
+    assert runs["trajectory"].dones.sum() == 0 and _fake_engine(threshold=2.0).run(
+        _half, s0, iterations=1, average=False
+    ).dones[0].tolist() == [True, True, True, True]  # judged on s_{t+1} = 11, ...
+    with pytest.raises(ValueError, match="labels must be one of"):
+        DyDiff("tiny", device="cpu", labels="ensemble")
+
+
 def test_each_trajectory_ends_at_its_first_terminal() -> None:
     states = torch.arange(3 * 5 * 2, dtype=torch.float32).reshape(3, 5, 2)
     actions = -states[..., :1]
@@ -396,6 +424,13 @@ def test_same_seed_same_rollout_and_save_load_round_trip(fitted: DyDiff, starts:
     assert not _same(a, fewer.rollout(policy, starts, seed=7))
     with pytest.raises(ValueError, match=r"only change sampling settings .* got \['horizon'\]"):
         DyDiff.load(path, device="cpu", horizon=16)
+    # labels are a sampling setting: the trajectory's own s_{t+1} chains the rows, the ensemble's s' does not
+    for labels, chained in (("trajectory", True), ("models", False)):
+        rows = DyDiff.load(path, device="cpu", labels=labels).rollout(policy, starts, seed=7, filter="none")
+        inner = np.concatenate([np.arange(e.start, e.stop - 1) for e in rows.episode_slices()])
+        assert len(inner) > 100
+        same = np.all(rows.next_observations[inner] == rows.observations[inner + 1], axis=1)
+        assert same.all() if chained else not same.any()
 
 
 # ---------------------------------------------------------------------------------------------- errors

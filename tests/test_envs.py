@@ -377,3 +377,37 @@ def test_a_fitted_dydiff_serves_an_environment_directly(data: Transitions) -> No
     assert obs.shape == next_obs.shape == (11,) and env.models.dynamics is gen.model.dynamics
     with pytest.raises(TypeError, match=r"LearnedModels\.from_dydiff\(generator, env\)"):
         LearnedDynamicsWrapper(gym.make(ENV_ID), object())
+
+
+def test_a_residual_trajectory_model_serves_the_diffusion_mode_past_its_horizon(
+    data: Transitions, tmp_path: Path
+) -> None:
+    """The sliding window always knows its first state, which a residual model (``DyDiffConfig.residual``)
+    generates the others from; the offsets' normalizer travels with the environment's checkpoint."""
+    gen = DyDiff(
+        "tiny",
+        device="cpu",
+        seed=0,
+        residual=True,
+        train_steps=30,
+        dynamics=EnsembleConfig.from_preset("tiny", max_steps=20),
+        reward=RewardConfig.from_preset("tiny", max_steps=20),
+    ).fit(data, env_id=ENV_ID, progress=False)
+    models = LearnedModels.from_dydiff(gen, ENV_ID, start_states=data.observations[:300], data=data)
+    horizon = models.trajectory_model.horizon
+    actions = np.random.default_rng(2).uniform(-1, 1, (2 * horizon, 3)).astype(np.float32)
+    path = models.save(tmp_path / "residual")
+    loaded = LearnedModels.load(path, device="cpu").trajectory_model.offsets
+    assert np.array_equal(loaded.shift, models.trajectory_model.offsets.shift)
+    assert np.array_equal(loaded.scale, models.trajectory_model.offsets.scale)
+    episodes = []
+    for env in (
+        LearnedDynamicsWrapper(gym.make(ENV_ID), models, "diffusion", reset_from="dataset"),
+        LearnedDynamicsWrapper.from_checkpoint(path, ENV_ID, "diffusion", device="cpu"),
+    ):
+        rows = [env.reset(seed=5)[0]] + [env.step(a)[0] for a in actions]  # twice the horizon: the window slides
+        episodes.append(np.stack(rows))
+    assert np.array_equal(episodes[0], episodes[1])
+    low, high = data.observations.min(0), data.observations.max(0)
+    assert (episodes[0] >= low - 1e-5).all() and (episodes[0] <= high + 1e-5).all()
+    assert np.abs(np.diff(episodes[0], axis=0)).max(axis=1).min() > 0  # every step moves the state

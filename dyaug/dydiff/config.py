@@ -24,6 +24,8 @@ from dyaug.validation import check_int
 
 GIVEN_INPUTS = ("scaled", "clean")
 """How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""
+LABELS = ("trajectory", "models")
+"""Where a stored row's next state comes from: the trajectory's s_{t+1} (official) or the ensemble's f(s_t, a_t)."""
 
 _MODEL_CONFIGS: dict[str, type[FitSettings]] = {
     "dynamics": EnsembleConfig,
@@ -66,7 +68,10 @@ class DyDiffConfig(EDMHeunSettings):
     for ``"softmax"``. ``support_margin`` (a deviation from the official code; ``None`` turns it off): each
     trajectory ends before its first state outside the data's per-dimension range widened by this share of the
     range, and predicted rewards are clipped to the data's reward range widened likewise
-    (:mod:`dyaug.models.support`).
+    (:mod:`dyaug.models.support`). ``labels``: each stored row's next state is the trajectory's s_{t+1}
+    (``"trajectory"``, the official code) or the dynamics ensemble's f(s_t, a_t) (``"models"``, a deviation: the
+    trajectory analogue of SynthER's ``labels="models"``; the terminal flag then judges that s'). It changes
+    nothing that was trained, so a saved generator can switch it (``DyDiff.load(path, labels="models")``).
 
     Single-step models: ``dynamics``, ``reward`` and ``terminal`` (the classifier used when the task has no
     known termination rule) are preset names or configs of :mod:`dyaug.models`.
@@ -105,6 +110,7 @@ class DyDiffConfig(EDMHeunSettings):
     keep_fraction: float = 0.6
     temperature: float = 0.05
     support_margin: float | None = 0.1
+    labels: Literal["trajectory", "models"] = "trajectory"
     dynamics: str | EnsembleConfig = "cpu"
     reward: str | RewardConfig = "cpu"
     terminal: str | TerminalConfig = "cpu"
@@ -140,6 +146,8 @@ class DyDiffConfig(EDMHeunSettings):
             )
         if self.given_input not in GIVEN_INPUTS:
             raise ValueError(f"DyDiffConfig.given_input must be one of {GIVEN_INPUTS}, got {self.given_input!r}.")
+        if self.labels not in LABELS:
+            raise ValueError(f"DyDiffConfig.labels must be one of {LABELS}, got {self.labels!r}.")
         for name in ("average", "residual"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"DyDiffConfig.{name} must be True or False, got {getattr(self, name)!r}.")

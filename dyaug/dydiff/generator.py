@@ -92,6 +92,7 @@ SAMPLING_FIELDS = (
     "keep_fraction",
     "temperature",
     "support_margin",
+    "labels",
 )
 """DyDiffConfig fields that :meth:`DyDiff.load` may replace: how to sample, not what was learned."""
 
@@ -247,6 +248,7 @@ class DyDiff(GeneratorBase):
             obs_dim=traj.obs_dim,
             act_dim=traj.act_dim,
             support=self._support(),
+            labels=self.config.labels,
         )
 
     def _support(self) -> DataSupport | None:

@@ -6,7 +6,10 @@ trajectory diffusion model), a reward model r̂ and a termination function:
 1. initial trajectory: a_t = π(s_t), s_{t+1} = f(s_t, a_t) for t < H − 1, and a_{H−1} = π(s_{H−1});
 2. ``iterations`` times: ŝ ~ DM(s | s_0, a_{0:H−1}); s ← (ŝ + s)/2 when ``average`` (the official code's
    damped update) else s ← ŝ, s_0 unchanged; a_t ← π(s_t) for every t (one batched call over B·H rows);
-3. r_t = r̂(s_t, a_t) and done_t = term(s_t, a_t, s_{t+1}).
+3. r_t = r̂(s_t, a_t) and done_t = term(s_t, a_t, s'_t), where the stored next state s'_t is s_{t+1} (the
+   official code, ``labels="trajectory"``) or, with ``labels="models"`` (a deviation, the trajectory analogue of
+   SynthER's labelled variant), f(s_t, a_t): the diffusion model places the states, the single-step model labels
+   each row's next state.
 
 Each trajectory ends at its first predicted terminal. With a :class:`~dyaug.models.support.DataSupport` (a
 deviation from the official code, which has none) it also ends before its first state outside the data's
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -60,9 +63,10 @@ class StateResampler(Protocol):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trajectories:
     """B generated trajectories on the models' device: ``states (B, H, obs_dim)``, ``actions (B, H, act_dim)``,
-    ``rewards (B, H)`` = r̂(s_t, a_t), ``dones (B, H − 1)`` bool = term(s_t, a_t, s_{t+1}) and ``inside (B, H)``
-    bool, whether s_t lies in the data's support (``None``: everywhere); ``clipped_rewards``: how many rewards the
-    support clipped (a 0-d tensor, on the device)."""
+    ``rewards (B, H)`` = r̂(s_t, a_t), ``dones (B, H − 1)`` bool = term(s_t, a_t, s'_t) and ``inside (B, H)``
+    bool, whether s_t (and, when labelled, s'_{t−1}) lies in the data's support (``None``: everywhere);
+    ``clipped_rewards``: how many rewards the support clipped (a 0-d tensor, on the device); ``next_states
+    (B, H − 1, obs_dim)``: each row's s'_t when a model labelled it (``None``: s'_t = s_{t+1})."""
 
     states: Tensor
     actions: Tensor
@@ -70,6 +74,7 @@ class Trajectories:
     dones: Tensor
     inside: Tensor | None = None
     clipped_rewards: Tensor | None = None
+    next_states: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -110,10 +115,13 @@ class Trajectories:
     def select(self, index: Tensor) -> Trajectories:
         """The trajectories ``index`` (int64 indices)."""
         inside = None if self.inside is None else self.inside[index]
-        return Trajectories(self.states[index], self.actions[index], self.rewards[index], self.dones[index], inside)
+        next_states = None if self.next_states is None else self.next_states[index]
+        return Trajectories(
+            self.states[index], self.actions[index], self.rewards[index], self.dones[index], inside, None, next_states
+        )
 
     def to_transitions(self) -> Transitions:
-        """Rows ``(s_t, a_t, r_t, s_{t+1}, done_t)`` for t = 0..H − 2, trajectory after trajectory, truncated after
+        """Rows ``(s_t, a_t, r_t, s'_t, done_t)`` for t = 0..H − 2, trajectory after trajectory, truncated after
         the first terminal (which is kept, ``terminals = 1``). A trajectory that never terminates gets
         ``timeouts = 1`` on its last row (t = H − 2): it ends there without an MDP termination, so a learner
         bootstraps from its last s' and an episode reader sees where one generated trajectory stops. A trajectory
@@ -133,7 +141,7 @@ class Trajectories:
                 self.states[:, :-1],
                 self.actions[:, :-1],
                 self.rewards[:, :-1, None],
-                self.states[:, 1:],
+                self.states[:, 1:] if self.next_states is None else self.next_states,
                 terminal[..., None].float(),
                 timeout[..., None].float(),
             ],
@@ -152,7 +160,8 @@ class Trajectories:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RolloutEngine:
-    """Generates :class:`Trajectories` of ``horizon`` steps with the procedure of the module docstring.
+    """Generates :class:`Trajectories` of ``horizon`` steps with the procedure of the module docstring; ``labels``
+    says where each row's next state comes from (step 3).
 
     ``obs_dim``/``act_dim`` are the sizes every model works with; each model's output is checked (shape, dtype,
     finiteness) and a bad one raises an error naming the model.
@@ -166,6 +175,7 @@ class RolloutEngine:
     obs_dim: int
     act_dim: int
     support: DataSupport | None = None
+    labels: Literal["trajectory", "models"] = "trajectory"
 
     @torch.no_grad()
     def run(
@@ -202,21 +212,27 @@ class RolloutEngine:
             actions = self._policy(policy, states.reshape(b * h, self.obs_dim)).reshape(b, h, self.act_dim)
         flat_obs, flat_act = states.reshape(b * h, self.obs_dim), actions.reshape(b * h, self.act_dim)
         rewards = self._checked(self.reward(flat_obs, flat_act), (b * h,), "the reward model").reshape(b, h)
+        row_obs, row_act = states[:, :-1].reshape(-1, self.obs_dim), actions[:, :-1].reshape(-1, self.act_dim)
+        labelled = None
+        if self.labels == "models":  # s'_t = f(s_t, a_t)
+            labelled = self.dynamics.step(row_obs, row_act, generator=generator)
+            labelled = self._checked(labelled, row_obs.shape, "the dynamics model labelling s'")
+        next_obs = states[:, 1:].reshape(-1, self.obs_dim) if labelled is None else labelled
         inside, clipped = None, torch.zeros((), dtype=torch.int64, device=states.device)
         if self.support is not None:
             rewards, clipped = self.support.clip_rewards(rewards)
             inside = self.support.inside(states)
             inside[:, 0] = True  # s_0 is real
-        dones = self.termination(
-            states[:, :-1].reshape(-1, self.obs_dim),
-            actions[:, :-1].reshape(-1, self.act_dim),
-            states[:, 1:].reshape(-1, self.obs_dim),
-        )
+            if labelled is not None:  # a row ends its trajectory's kept part when its labelled s' leaves too
+                inside[:, 1:] &= self.support.inside(labelled).reshape(b, h - 1)
+        dones = self.termination(row_obs, row_act, next_obs)
         if not isinstance(dones, Tensor) or dones.dtype != torch.bool or dones.shape != (b * (h - 1),):
             raise ValueError(
                 f"the termination function must return a bool tensor of shape ({b * (h - 1)},), got {_describe(dones)}."
             )
-        return Trajectories(states, actions, rewards, dones.to(states.device).reshape(b, h - 1), inside, clipped)
+        dones = dones.to(states.device).reshape(b, h - 1)
+        labels = None if labelled is None else labelled.reshape(b, h - 1, self.obs_dim)
+        return Trajectories(states, actions, rewards, dones, inside, clipped, labels)
 
     def _check_start_states(self, start_states: Tensor) -> Tensor:
         if not isinstance(start_states, Tensor) or not start_states.is_floating_point():
