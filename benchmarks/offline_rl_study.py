@@ -197,9 +197,9 @@ def cell(values: list[float]) -> str:
     return f"{mean:.1f} ± {half:.1f} (n={len(values)})"
 
 
-def paired(records: list[dict], arm: str) -> str:
-    """Mean per-seed difference ``arm`` − ``base`` with its 95% interval; an effect only when it excludes 0."""
-    base = {r["seed"]: r["score"] for r in records if r["arm"] == "base"}
+def paired(records: list[dict], arm: str, reference: str = "base") -> str:
+    """Mean per-seed difference ``arm`` − ``reference`` with its 95% interval; an effect only when it excludes 0."""
+    base = {r["seed"]: r["score"] for r in records if r["arm"] == reference}
     other = {r["seed"]: r["score"] for r in records if r["arm"] == arm}
     seeds = sorted(set(base) & set(other))
     if len(seeds) < 2:
@@ -240,13 +240,13 @@ def report(args: argparse.Namespace) -> None:
 
 
 def exploratory(runs: list[dict]) -> None:
-    """The arms declared after results (PROTOCOL.md), each beside the same seeds' ``base`` and ``dydiff``."""
+    """The arms declared after results (PROTOCOL.md), each paired with ``base`` and with ``dydiff`` by seed."""
     keys = sorted({row(r) for r in runs if r["arm"] in EXPLORATORY})
     if not keys:
         return
     print("\nExploratory arms (declared after the main results; not pre-registered), paired with base by seed:\n")
-    print("| dataset | algorithm | arm | score | Δ to base | per seed | dydiff, same seeds |")
-    print("|---|---|---|---:|---:|---|---:|")
+    print("| dataset | algorithm | arm | score | Δ to base | per seed | dydiff, same seeds | Δ to dydiff |")
+    print("|---|---|---|---:|---:|---|---:|---:|")
     for dataset, algo in keys:
         rs = [r for r in runs if row(r) == (dataset, algo)]
         for arm in EXPLORATORY:
@@ -256,7 +256,8 @@ def exploratory(runs: list[dict]) -> None:
             per_seed = " / ".join(f"{r['score']:.1f}" for r in mine)
             print(
                 f"| {dataset} | {algo} | {arm} | {cell([r['score'] for r in mine])} | {paired(rs, arm)} | "
-                f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} |"
+                f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} | "
+                f"{paired(rs, arm, 'dydiff')} |"
             )
 
 
