@@ -17,6 +17,7 @@ from dyaug.diffusion.networks.temporal_unet import GROUPS
 from dyaug.diffusion.settings import EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
+from dyaug.dydiff.rollout import LABELS, RowLabels
 from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
 from dyaug.models.config import FitSettings
 from dyaug.presets import preset_config
@@ -24,8 +25,6 @@ from dyaug.validation import check_int
 
 GIVEN_INPUTS = ("scaled", "clean")
 """How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""
-LABELS = ("trajectory", "models")
-"""Where a stored row's next state comes from: the trajectory's s_{t+1} (official) or the ensemble's f(s_t, a_t)."""
 
 _MODEL_CONFIGS: dict[str, type[FitSettings]] = {
     "dynamics": EnsembleConfig,
@@ -110,7 +109,7 @@ class DyDiffConfig(EDMHeunSettings):
     keep_fraction: float = 0.6
     temperature: float = 0.05
     support_margin: float | None = 0.1
-    labels: Literal["trajectory", "models"] = "trajectory"
+    labels: RowLabels = "trajectory"
     dynamics: str | EnsembleConfig = "cpu"
     reward: str | RewardConfig = "cpu"
     terminal: str | TerminalConfig = "cpu"

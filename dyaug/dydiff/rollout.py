@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ from torch import Tensor
 from dyaug.data.transitions import Transitions
 from dyaug.models import TerminationFn
 from dyaug.models.support import DataSupport
+
+RowLabels = Literal["trajectory", "models"]
+"""Where a stored row's next state comes from: the trajectory's s_{t+1} (official) or the dynamics' f(s_t, a_t)."""
+LABELS: tuple[str, ...] = get_args(RowLabels)
 
 Policy = Callable[[Tensor], Tensor]
 """``actions = π(states)``: a batched torch callable, ``(N, obs_dim)`` -> ``(N, act_dim)`` on the same device."""
@@ -117,7 +121,12 @@ class Trajectories:
         inside = None if self.inside is None else self.inside[index]
         next_states = None if self.next_states is None else self.next_states[index]
         return Trajectories(
-            self.states[index], self.actions[index], self.rewards[index], self.dones[index], inside, None, next_states
+            self.states[index],
+            self.actions[index],
+            self.rewards[index],
+            self.dones[index],
+            inside,
+            next_states=next_states,
         )
 
     def to_transitions(self) -> Transitions:
@@ -175,7 +184,7 @@ class RolloutEngine:
     obs_dim: int
     act_dim: int
     support: DataSupport | None = None
-    labels: Literal["trajectory", "models"] = "trajectory"
+    labels: RowLabels = "trajectory"
 
     @torch.no_grad()
     def run(
@@ -195,8 +204,8 @@ class RolloutEngine:
         state_steps, action_steps = [s0], []
         for t in range(h - 1):
             action_steps.append(self._policy(policy, state_steps[-1], finite=False))
-            next_states = self.dynamics.step(state_steps[-1], action_steps[-1], generator=generator)
-            state_steps.append(self._checked(next_states, (b, self.obs_dim), self._dynamics_name(t), finite=False))
+            stepped = self.dynamics.step(state_steps[-1], action_steps[-1], generator=generator)
+            state_steps.append(self._checked(stepped, (b, self.obs_dim), self._dynamics_name(t), finite=False))
         action_steps.append(self._policy(policy, state_steps[-1], finite=False))
         states, actions = torch.stack(state_steps, dim=1), torch.stack(action_steps, dim=1)
         if not (torch.isfinite(states).all() & torch.isfinite(actions).all()):  # one host sync for all H steps
@@ -231,8 +240,8 @@ class RolloutEngine:
                 f"the termination function must return a bool tensor of shape ({b * (h - 1)},), got {_describe(dones)}."
             )
         dones = dones.to(states.device).reshape(b, h - 1)
-        labels = None if labelled is None else labelled.reshape(b, h - 1, self.obs_dim)
-        return Trajectories(states, actions, rewards, dones, inside, clipped, labels)
+        next_states = None if labelled is None else labelled.reshape(b, h - 1, self.obs_dim)
+        return Trajectories(states, actions, rewards, dones, inside, clipped, next_states)
 
     def _check_start_states(self, start_states: Tensor) -> Tensor:
         if not isinstance(start_states, Tensor) or not start_states.is_floating_point():
