@@ -17,9 +17,9 @@
 2. Fidelity. ``--check`` samples per variant from the same initial noise, checked in the MuJoCo simulator
    (:func:`dyaug.metrics.dynamics_error`): next-state error median/mean and reward error, relative to fp32.
 3. Fewer steps. Heun with N steps (2N - 1 evaluations) for N in ``--steps``, deterministic (churn 0, EDM
-   Algorithm 1) and with the paper's churn settings, and DPM-Solver++(2M) with N steps (N evaluations), fp32 in
-   place, same checks: the fewest evaluations whose median and mean state error stay within ``--tolerance`` of
-   the 255-evaluation sampler's.
+   Algorithm 1) and with the paper's churn settings, and DPM-Solver++(2M) with N steps (N evaluations), as the
+   ODE solver and in its SDE form (``eta = 1``), fp32 in place, same checks: the fewest evaluations whose median
+   and mean state error stay within ``--tolerance`` of the 255-evaluation sampler's.
 
 Prints a markdown report (date, machine, command, settings, tables).
 """
@@ -43,7 +43,7 @@ from torch import nn
 from dyaug import SynthER
 from dyaug.data import Transitions
 from dyaug.diffusion.edm import EDMDenoiser
-from dyaug.diffusion.samplers import DPMSolverSampler, HeunSampler
+from dyaug.diffusion.samplers import DPMSolverSampler, DPMSolverSDESampler, HeunSampler, _Sampler
 
 PAPER_SAMPLER = HeunSampler.synther()  # 128 steps, churn 80, s_tmin 0.05, s_tmax 50, s_noise 1.003
 
@@ -156,7 +156,7 @@ def variants(generator: SynthER, device: torch.device) -> list[Variant]:
 
 @torch.no_grad()
 def draw_rows(
-    generator: SynthER, variant: Variant, sampler: HeunSampler, n: int, seed: int, device: torch.device
+    generator: SynthER, variant: Variant, sampler: _Sampler, n: int, seed: int, device: torch.device
 ) -> torch.Tensor:
     """``n`` normalised rows from one sampler call; the same seed draws the same noise for every variant."""
     denoiser = EDMDenoiser(variant.network, generator.config.schedule(), precision=variant.precision)
@@ -166,8 +166,8 @@ def draw_rows(
 
 
 def to_transitions(generator: SynthER, rows: torch.Tensor) -> Transitions:
-    model = generator.model
-    return model.layout.decode(model.codec.decode(rows.cpu().numpy()), model.action_bounds)
+    """Transitions of normalised rows; a ``labels="models"`` generator's (s, a) labelled by its models."""
+    return generator.decode(generator.model.codec.decode(rows.cpu().numpy()))
 
 
 def check(env_id: str, samples: Transitions) -> dict[str, float]:
@@ -224,6 +224,7 @@ def main() -> None:
         "deterministic": lambda n: HeunSampler(n_steps=n),
         "churn 80": lambda n: dataclasses.replace(PAPER_SAMPLER, n_steps=n),
         "DPM-Solver++(2M)": lambda n: DPMSolverSampler(n_steps=n),
+        "DPM-Solver++(2M) SDE": lambda n: DPMSolverSDESampler(n_steps=n),
     }
     sweep: dict[str, dict[int, dict[str, float]]] = {family: {} for family in families}
     in_place = compared[1]

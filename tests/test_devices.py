@@ -14,7 +14,7 @@ import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions
 from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule
 from dyaug.diffusion.networks import ResidualMLP
-from dyaug.diffusion.samplers import DPMSolverSampler, HeunSampler
+from dyaug.diffusion.samplers import DPMSolverSampler, DPMSolverSDESampler, HeunSampler
 from dyaug.diffusion.training import TrainConfig, train
 from dyaug.models import EnsembleConfig, RewardConfig
 
@@ -56,7 +56,9 @@ def test_dydiff_rolls_out_on_each_device(device, hopper: Transitions) -> None:
     assert len(out) > 0 and np.isfinite(out.next_observations).all()
 
 
-@pytest.mark.parametrize("sampler", [HeunSampler(n_steps=8, churn=10.0), DPMSolverSampler(n_steps=8)])
+@pytest.mark.parametrize(
+    "sampler", [HeunSampler(n_steps=8, churn=10.0), DPMSolverSampler(n_steps=8), DPMSolverSDESampler(n_steps=8)]
+)
 def test_samplers_run_on_each_device(device, sampler) -> None:
     torch.manual_seed(0)
     net = ResidualMLP(6, width=32, depth=2, dim_t=16).to(device)

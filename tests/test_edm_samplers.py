@@ -466,6 +466,57 @@ def test_dpmpp_2m_reproduces_a_gaussian_mixture_and_keeps_the_condition() -> Non
     torch.testing.assert_close(y[:, 1:].mean(0), mean, rtol=0, atol=0.03)
 
 
+def test_dpmpp_2m_sde_step_maps_a_point_mass_marginal_onto_the_next_one_exactly() -> None:
+    """For data at a point mu, D = mu and the marginal at sigma is N(mu, sigma^2). One SDE step (eta = 1) gives
+    x' - mu = (s'/s)^2 (x - mu) + s' sqrt(1 - (s'/s)^2) z: std s' exactly and correlation s'/s with x; the ODE step
+    (eta = 0) keeps the correlation at 1. Over a whole schedule the std is s' at every level."""
+    from dyaug.diffusion.samplers import dpmpp_2m
+
+    mu = torch.tensor([0.5, -1.0])
+
+    def point(x: Tensor, sigma: float) -> Tensor:
+        return mu.expand_as(x)
+
+    x = mu + 1.0 * torch.randn(N_SAMPLES, 2, generator=_gen())
+    for eta, correlation in ((1.0, 0.5), (0.0, 1.0)):
+        y = dpmpp_2m(point, x, [1.0, 0.5], eta=eta, generator=_gen(1))
+        torch.testing.assert_close(y.std(0), torch.full((2,), 0.5), rtol=0.02, atol=0)
+        corr = ((x - mu) * (y - mu)).mean(0) / (x.std(0) * y.std(0))
+        torch.testing.assert_close(corr, torch.full((2,), correlation), rtol=0, atol=0.02)
+    sigmas = EDMSchedule().sigmas(16)[:-1]  # stop at sigma_min: the second-order steps are exact here too
+    y = dpmpp_2m(
+        point, mu + sigmas[0] * torch.randn(N_SAMPLES, 2, generator=_gen()), sigmas, eta=1.0, generator=_gen(1)
+    )
+    torch.testing.assert_close(y.std(0), torch.full((2,), sigmas[-1]), rtol=0.03, atol=0)
+
+
+def test_dpmpp_2m_sde_reproduces_a_gaussian_and_a_mixture_and_keeps_the_condition() -> None:
+    from dyaug.diffusion.samplers import SAMPLERS, DPMSolverSampler, DPMSolverSDESampler
+    from dyaug.synther.config import resolve_config
+
+    sampler = DPMSolverSDESampler(n_steps=48)
+    assert SAMPLERS["dpmpp_2m_sde"] is DPMSolverSDESampler and sampler.eta == 1.0 and sampler.network_evaluations == 48
+    assert resolve_config("cpu", {"solver": "dpmpp_2m_sde", "sampler_steps": 48}).sampler() == sampler
+    x = sampler.sample(_edm(GaussianDenoiser(MU, COV)), EDMSchedule(), (N_SAMPLES, 3), generator=_gen())
+    torch.testing.assert_close(x.mean(0), MU, rtol=0, atol=0.03)
+    torch.testing.assert_close(torch.cov(x.T), COV, rtol=0, atol=0.05)
+    again = sampler.sample(_edm(GaussianDenoiser(MU, COV)), EDMSchedule(), (N_SAMPLES, 3), generator=_gen())
+    assert torch.equal(x, again)  # all noise comes from the generator
+    weights, std = torch.tensor([0.5, 0.3, 0.2]), 0.3
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
+    y = sampler.sample(MixtureDenoiser(weights, means, std), EDMSchedule(), (N_SAMPLES, 2), generator=_gen())
+    mode = torch.cdist(y, means).argmin(1)
+    for k in range(3):
+        assert (mode == k).float().mean().item() == pytest.approx(weights[k].item(), abs=0.015)
+    condition = Condition(mask=torch.tensor([True, False, False]), values=torch.tensor([1.5, 0.0, 0.0]))
+    z = sampler.sample(
+        _edm(GivenAwareDenoiser(MU, COV)), EDMSchedule(), (N_SAMPLES, 3), condition=condition, generator=_gen()
+    )
+    assert (z[:, 0] == 1.5).all()
+    with pytest.raises(ValueError, match="eta must be finite and >= 0"):
+        DPMSolverSampler(n_steps=8, eta=-0.5)
+
+
 def test_sampler_functions_let_gradients_through_when_asked() -> None:
     """Guidance differentiates through the sampler: the functions make no no-grad decision of their own."""
     from dyaug.diffusion.samplers import dpmpp_2m, heun

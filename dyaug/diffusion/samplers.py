@@ -3,13 +3,13 @@
 
 - :func:`heun`: EDM's stochastic Heun sampler (Karras et al. 2022, arXiv 2206.00364, Algorithm 2; ``churn=0`` is
   the deterministic Algorithm 1), 2N − 1 network evaluations for N steps;
-- :func:`dpmpp_2m`: DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2), a deterministic
-  second-order multistep solver of the same ODE with one network evaluation per step.
+- :func:`dpmpp_2m`: DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2), a second-order multistep
+  solver of the same ODE with one network evaluation per step, and with ``eta > 0`` its SDE form.
 
 The functions take no gradient decision: they run under whatever autograd mode the caller chose, so guidance
-can differentiate through them. :class:`HeunSampler` and :class:`DPMSolverSampler` are the small frozen
-settings objects that configs hold; their ``sample`` builds the start noise and the schedule and calls the
-function without gradients.
+can differentiate through them. :class:`HeunSampler`, :class:`DPMSolverSampler` and :class:`DPMSolverSDESampler`
+(DPM-Solver++(2M) with ``eta = 1``) are the small frozen settings objects that configs hold; their ``sample``
+builds the start noise and the schedule and calls the function without gradients.
 """
 
 from __future__ import annotations
@@ -71,12 +71,21 @@ def heun(
 
 
 def dpmpp_2m(
-    denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: Sequence[float], *, project: Project = _unchanged
+    denoiser: Callable[[Tensor, float], Tensor],
+    x: Tensor,
+    sigmas: Sequence[float],
+    *,
+    eta: float = 0.0,
+    project: Project = _unchanged,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
-    """DPM-Solver++(2M) in EDM's parametrisation (x_σ = x_0 + σ ε), t = −ln σ, h_i = t_{i+1} − t_i:
+    """DPM-Solver++(2M) in EDM's parametrisation (x_σ = x_0 + σ ε), t = −ln σ, h_i = t_{i+1} − t_i, and with
+    ``eta`` > 0 its SDE form (Lu et al. 2022, arXiv 2211.01095: ``eta = 1`` is their SDE-DPM-Solver++(2M); values
+    in between interpolate as k-diffusion's ``sample_dpmpp_2m_sde`` does):
 
-    x_{i+1} = (σ_{i+1}/σ_i) x_i − (e^{−h_i} − 1) D̂_i with D̂_i = D_i on the first step and
-    D̂_i = (1 + 1/(2 r)) D_i − 1/(2 r) D_{i−1}, r = h_{i−1}/h_i, after it; the last step (σ = 0) returns D̂.
+    x_{i+1} = (σ_{i+1}/σ_i) e^{−η h_i} x_i + (1 − e^{−(1+η) h_i}) D̂_i + σ_{i+1} √(1 − e^{−2 η h_i}) ε,
+    D̂_i = D_i on the first step and (1 + 1/(2 r)) D_i − 1/(2 r) D_{i−1}, r = h_{i−1}/h_i, after it; the last step
+    (σ = 0) returns D̂. ``eta = 0`` is the deterministic ODE solver.
     """
     x = project(x)
     previous: Tensor | None = None
@@ -88,7 +97,14 @@ def dpmpp_2m(
         if previous is not None and sigma_next > 0:
             r = h_previous / h
             estimate = (1 + 1 / (2 * r)) * denoised - 1 / (2 * r) * previous
-        x = project(estimate if sigma_next == 0 else (sigma_next / sigma) * x - math.expm1(-h) * estimate)
+        if sigma_next == 0:
+            x = project(estimate)
+        else:
+            x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-(1 + eta) * h) * estimate
+            if eta > 0:
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + sigma_next * math.sqrt(-math.expm1(-2 * eta * h)) * noise
+            x = project(x)
         previous, h_previous = denoised, h
     return x
 
@@ -203,20 +219,34 @@ class HeunSampler(_Sampler):
 
 @dataclass(frozen=True)
 class DPMSolverSampler(_Sampler):
-    """Settings of :func:`dpmpp_2m`: ``n_steps`` levels of the Karras schedule, one evaluation each."""
+    """Settings of :func:`dpmpp_2m`: ``n_steps`` levels of the Karras schedule, one evaluation each; ``eta`` = 0
+    (deterministic)."""
 
+    eta: float = 0.0
     name: ClassVar[str] = "dpmpp_2m"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.eta) and self.eta >= 0):
+            raise ValueError(f"{type(self).__name__}.eta must be finite and >= 0 (0 = deterministic), got {self.eta}.")
 
     @property
     def network_evaluations(self) -> int:
         return self.n_steps
 
     def run(self, denoiser: Callable[[Tensor, float], Tensor], x: Tensor, sigmas: list[float], **kwargs) -> Tensor:
-        kwargs.pop("generator", None)  # deterministic
-        return dpmpp_2m(denoiser, x, sigmas, **kwargs)
+        return dpmpp_2m(denoiser, x, sigmas, eta=self.eta, **kwargs)
 
 
-SAMPLERS: dict[str, type[_Sampler]] = {s.name: s for s in (HeunSampler, DPMSolverSampler)}
+@dataclass(frozen=True)
+class DPMSolverSDESampler(DPMSolverSampler):
+    """SDE-DPM-Solver++(2M): :class:`DPMSolverSampler` with ``eta = 1`` (fresh noise on every step)."""
+
+    eta: float = 1.0
+    name: ClassVar[str] = "dpmpp_2m_sde"
+
+
+SAMPLERS: dict[str, type[_Sampler]] = {s.name: s for s in (HeunSampler, DPMSolverSampler, DPMSolverSDESampler)}
 
 
 def _start(

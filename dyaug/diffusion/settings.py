@@ -12,8 +12,8 @@ from dyaug.diffusion.samplers import SAMPLERS, _Sampler
 class EDMHeunSettings:
     """Base of a config dataclass with the fields below: the EDM schedule, the sampler and the precision check
     that follow from them (Karras et al. 2022, arXiv 2206.00364). ``solver`` names the sampler
-    (:data:`dyaug.diffusion.samplers.SAMPLERS`: ``"heun"``, EDM's, or ``"dpmpp_2m"``, DPM-Solver++(2M), which
-    ignores the churn fields)."""
+    (:data:`dyaug.diffusion.samplers.SAMPLERS`: ``"heun"``, EDM's, ``"dpmpp_2m"``, DPM-Solver++(2M), or
+    ``"dpmpp_2m_sde"``, its SDE form; both DPM solvers ignore the churn fields)."""
 
     sigma_data: float
     solver: str

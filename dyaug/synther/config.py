@@ -48,7 +48,8 @@ class SynthERConfig(EDMHeunSettings):
 
     Sampling (``solver="heun"``): EDM's Heun sampler (Algorithm 2) with ``sampler_steps`` steps (2N − 1
     evaluations) and churn ``churn`` on σ in [``s_tmin``, ``s_tmax``] with noise inflation ``s_noise``
-    (``churn=0``: the deterministic Algorithm 1); ``solver="dpmpp_2m"``: DPM-Solver++(2M), N evaluations. F is
+    (``churn=0``: the deterministic Algorithm 1); ``solver="dpmpp_2m"``: DPM-Solver++(2M), N evaluations;
+    ``solver="dpmpp_2m_sde"``: its SDE form (fresh noise on every step), N evaluations. F is
     evaluated in ``sample_precision`` (the sampler state stays fp32); ``sample_batch_size`` rows at a time;
     ``compile`` (``None``, ``"default"``, ``"reduce-overhead"``: CUDA graphs on a GPU) compiles F for training and
     sampling with ``torch.compile`` (:func:`dyaug.device.maybe_compiled`).

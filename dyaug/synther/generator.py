@@ -243,7 +243,13 @@ class SynthER(GeneratorBase):
             outside_by_column=outside.sum(axis=0),
             seconds=time.perf_counter() - start,
         )
-        rows = rows[~rejected]
+        return self.decode(rows[~rejected], seed=seed)
+
+    def decode(self, rows: np.ndarray, *, seed: int = 0) -> Transitions:
+        """Transitions from ``(n, D)`` un-normalised generated rows (``model.codec.decode`` of the sampler's
+        output): joint rows split by the layout; with ``labels="models"`` the (s, a) pairs labelled by the
+        single-step models, their randomness from ``seed``. Actions are clipped to ``model.action_bounds``."""
+        model = self.model
         if model.labeller is None:
             return model.layout.decode(rows, model.action_bounds)
         o = model.layout.obs_dim
