@@ -128,10 +128,8 @@ def cached_path(args: argparse.Namespace, stem: str, *parts: object) -> Path:
 
 def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, dataset_id: str) -> tuple[DyDiff, str]:
     """``--generator`` when given, else the cached fit of these settings, else a fresh fit (then cached)."""
-    if args.generator is not None:
-        if args.overrides:
-            raise ValueError("--set changes a generator's fit; it cannot apply to a saved one (--generator).")
-        gen = DyDiff.load(args.generator, device=args.device)
+    if args.generator is not None:  # --set may change its sampling settings only (DyDiff.load says which)
+        gen = DyDiff.load(args.generator, device=args.device, **args.overrides)
         if args.horizon is not None and args.horizon != gen.config.horizon:
             raise ValueError(
                 f"--horizon {args.horizon} but the generator at {args.generator} has H = {gen.config.horizon}."
@@ -373,10 +371,9 @@ def main() -> None:
     )
     report(f"- policy: {policy_text}")
     report(
-        f"- DyDiff preset `{gen.preset}`, H = {horizon}, sampler {gen.config.sampler_steps} Heun steps, "
-        f"churn {gen.config.churn:g}, {gen.config.train_steps} training steps, seed {gen.seed}"
-        + (f", overrides {args.overrides}" if args.overrides else "")
-        + f": {gen_text}"
+        f"- DyDiff preset `{gen.preset}`, H = {horizon}, sampler {gen.config.sampler()} "
+        f"({gen.config.sampler().network_evaluations} evaluations), {gen.config.train_steps} training steps, "
+        f"seed {gen.seed}" + (f", overrides {args.overrides}" if args.overrides else "") + f": {gen_text}"
     )
     report(f"- rollouts: seed {args.seed} for every arm (so all arms share the ensemble's initial trajectory)\n")
 

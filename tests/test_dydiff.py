@@ -424,6 +424,13 @@ def test_same_seed_same_rollout_and_save_load_round_trip(fitted: DyDiff, starts:
     assert not _same(a, fewer.rollout(policy, starts, seed=7))
     with pytest.raises(ValueError, match=r"only change sampling settings .* got \['horizon'\]"):
         DyDiff.load(path, device="cpu", horizon=16)
+    sde = DyDiff.load(path, device="cpu", solver="dpmpp_2m_sde", sampler_steps=3)  # one evaluation per step
+    assert type(sde.config.sampler()).__name__ == "DPMSolverSDESampler"
+    b = sde.rollout(policy, starts, seed=7)
+    assert len(b) > 0 and np.isfinite(b.next_observations).all() and not _same(a, b)
+    assert _same(
+        b, DyDiff.load(path, device="cpu", solver="dpmpp_2m_sde", sampler_steps=3).rollout(policy, starts, seed=7)
+    )
     # labels are a sampling setting: the trajectory's own s_{t+1} chains the rows, the ensemble's s' does not
     for labels, chained in (("trajectory", True), ("models", False)):
         rows = DyDiff.load(path, device="cpu", labels=labels).rollout(policy, starts, seed=7, filter="none")

@@ -57,7 +57,8 @@ class DyDiffConfig(EDMHeunSettings):
 
     Sampling: EDM's stochastic Heun sampler, ``sampler_steps`` steps with churn ``churn`` on σ in
     [``s_tmin``, ``s_tmax``] and noise inflation ``s_noise``, s_0 and the actions written back after every change
-    of x; ``sample_batch_size`` trajectories at a time. ``compile`` (``None``, ``"default"``,
+    of x (``solver="dpmpp_2m_sde"``: SDE-DPM-Solver++(2M), one evaluation per step, churn fields unused);
+    ``sample_batch_size`` trajectories at a time. ``compile`` (``None``, ``"default"``,
     ``"reduce-overhead"``: CUDA graphs on a GPU) compiles the U-Net with ``torch.compile``
     (:func:`dyaug.device.maybe_compiled`).
 

@@ -78,6 +78,7 @@ class RolloutStats:
 _COUNTS = ("trajectories", "kept", "transitions", "terminated", "truncated", "clipped_rewards")
 
 SAMPLING_FIELDS = (
+    "solver",
     "sampler_steps",
     "churn",
     "s_tmin",
