@@ -193,6 +193,8 @@ def interval(values: list[float]) -> tuple[float, float]:
 def cell(values: list[float]) -> str:
     if not values:
         return "-"
+    if len(values) == 1:  # no interval from one seed
+        return f"{values[0]:.1f} (n=1)"
     mean, half = interval(values)
     return f"{mean:.1f} ± {half:.1f} (n={len(values)})"
 
