@@ -370,9 +370,10 @@ def main() -> None:
         f"from the held-out observations (seed {args.seed})"
     )
     report(f"- policy: {policy_text}")
+    sampler = gen.config.sampler()
     report(
-        f"- DyDiff preset `{gen.preset}`, H = {horizon}, sampler {gen.config.sampler()} "
-        f"({gen.config.sampler().network_evaluations} evaluations), {gen.config.train_steps} training steps, "
+        f"- DyDiff preset `{gen.preset}`, H = {horizon}, sampler {sampler} "
+        f"({sampler.network_evaluations} evaluations), {gen.config.train_steps} training steps, "
         f"seed {gen.seed}" + (f", overrides {args.overrides}" if args.overrides else "") + f": {gen_text}"
     )
     report(f"- rollouts: seed {args.seed} for every arm (so all arms share the ensemble's initial trajectory)\n")

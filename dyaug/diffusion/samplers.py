@@ -110,6 +110,13 @@ def dpmpp_2m(
 
 
 # ---------------------------------------------------------------------------------- settings objects
+def _check_noise_amount(settings: object, field: str) -> None:
+    """``ValueError`` unless the fresh-noise setting ``field`` (Heun's churn, DPM-Solver's eta) is finite and >= 0."""
+    value = getattr(settings, field)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{type(settings).__name__}.{field} must be finite and >= 0 (0 = deterministic), got {value}.")
+
+
 @dataclass(frozen=True)
 class _Sampler:
     """What every settings object shares: the start noise, the schedule and the no-gradient call."""
@@ -174,8 +181,7 @@ class HeunSampler(_Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (math.isfinite(self.churn) and self.churn >= 0):
-            raise ValueError(f"HeunSampler.churn must be finite and >= 0 (0 = deterministic), got {self.churn}.")
+        _check_noise_amount(self, "churn")
         if not (0 <= self.s_tmin <= self.s_tmax):
             raise ValueError(
                 f"HeunSampler needs 0 <= s_tmin <= s_tmax, got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}."
@@ -227,8 +233,7 @@ class DPMSolverSampler(_Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (math.isfinite(self.eta) and self.eta >= 0):
-            raise ValueError(f"{type(self).__name__}.eta must be finite and >= 0 (0 = deterministic), got {self.eta}.")
+        _check_noise_amount(self, "eta")
 
     @property
     def network_evaluations(self) -> int:
