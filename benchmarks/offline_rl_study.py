@@ -20,10 +20,10 @@ row is ever drawn), so only the data differ:
 - ``dydiff-labels`` (exploratory, declared in PROTOCOL.md after the ``dydiff`` arm's results; reported apart): the
   ``dydiff`` arm with each generated row's next state from the dynamics ensemble (``labels="models"``).
 
-The generators (SynthER and DyDiff, the frozen ``cpu`` presets) are fitted once per dataset with
-``--generator-seed``, on that dataset only (a 10% subset's generators see the subset only), and stored under
-``--out/generators`` (loaded on a rerun). Each finished run is stored as JSON under ``--out``: an interrupted study
-resumes where it stopped; ``--report`` reads every stored run.
+The generators (SynthER and DyDiff, the frozen presets ``cpu-v1``: ``cpu`` as it was when the study began) are
+fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset
+only), and stored under ``--out/generators`` (loaded on a rerun). Each finished run is stored as JSON under
+``--out``: an interrupted study resumes where it stopped; ``--report`` reads every stored run.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Generators:
         if path.exists():
             generator = SynthER.load(path, device="cpu")
         else:
-            generator = SynthER(self.args.preset, device="cpu", seed=self.args.generator_seed)
+            generator = SynthER(self.args.generator_preset, device="cpu", seed=self.args.generator_seed)
             generator.fit(self.real, env_id=self.env_id, progress=False)
             generator.save(path)
         samples = generator.sample(self.args.synthetic, seed=self.args.generator_seed, progress=False)
@@ -117,7 +117,7 @@ class Generators:
     def dydiff(self, labels: str) -> DyDiff:
         """The stored DyDiff with ``labels`` (a rollout setting: the same fitted models for every arm)."""
         if not self.dydiff_path.exists():
-            generator = DyDiff(self.args.preset, device="cpu", seed=self.args.generator_seed)
+            generator = DyDiff(self.args.generator_preset, device="cpu", seed=self.args.generator_seed)
             generator.fit(self.real, env_id=self.env_id, progress=False)
             generator.save(self.dydiff_path)
         return DyDiff.load(self.dydiff_path, device="cpu", labels=labels)
@@ -330,7 +330,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--evaluations", type=int, default=10, help="evaluation points, every steps/evaluations")
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--preset", default="cpu", help="generator and actor presets")
+    parser.add_argument("--preset", default="cpu", help="actor presets and DyDiff's rollout-phase settings")
+    parser.add_argument(
+        "--generator-preset", default="cpu-v1", help="SynthER and DyDiff preset (cpu-v1: the frozen cpu preset)"
+    )
     parser.add_argument("--synthetic", type=int, default=1_000_000, help="SynthER samples per dataset")
     parser.add_argument("--generator-seed", type=int, default=0)
     parser.add_argument("--rollout-every", type=int, default=2_500)
@@ -344,6 +347,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.preset, args.steps, args.seeds, args.synthetic, args.episodes = "tiny", 400, [0], 2_000, 1
+        args.generator_preset = "tiny"
         args.datasets, args.rollout_every, args.evaluations = ["dyaug/hopper/medium-replay-tiny-v0"], 100, 2
         args.out = args.out.with_name(args.out.name + "_quick")
     args.quiet = {"show_progress": False, "logger_adapter": __import__("d3rlpy").logging.NoopAdapterFactory()}

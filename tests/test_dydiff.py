@@ -92,6 +92,11 @@ def test_paper_preset_holds_the_official_settings() -> None:
         0.05,
     )
     assert paper.model_config("dynamics").n_members == 7 and paper.model_config("dynamics").n_elites == 5
+    # "cpu-v1" stays the offline-RL study's frozen preset; "cpu" differs from it only in the sampler.
+    frozen, cpu = PRESETS["cpu-v1"], PRESETS["cpu"]
+    assert (frozen.solver, frozen.churn, frozen.sampler().network_evaluations) == ("heun", 60.0, 31)
+    assert (cpu.solver, cpu.sampler().network_evaluations) == ("dpmpp_2m_sde", 16)
+    assert dataclasses.replace(cpu, solver="heun") == frozen
 
 
 def test_config_survives_json_and_arguments_override_the_preset() -> None:

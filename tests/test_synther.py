@@ -68,6 +68,11 @@ def test_presets_hold_the_papers_settings() -> None:
     assert (sampler.s_noise, paper.sample_precision) == (1.003, "auto")  # the official fp32 where it is faster
     assert PRESETS["cpu"].train_config(10**7).batch_size == 256  # no large-data batch outside "paper"
     assert (PRESETS["cpu"].width, PRESETS["cpu"].depth, PRESETS["cpu"].sampler_steps) == (256, 3, 32)
+    # "cpu-v1" stays the offline-RL study's frozen preset; "cpu" differs from it only in the sampler.
+    frozen, cpu = PRESETS["cpu-v1"], PRESETS["cpu"]
+    assert (frozen.solver, frozen.sampler().network_evaluations, frozen.labels) == ("heun", 63, "models")
+    assert (cpu.solver, cpu.sampler().network_evaluations) == ("dpmpp_2m_sde", 32)
+    assert dataclasses.replace(cpu, solver="heun") == frozen
 
 
 def test_config_is_frozen_and_survives_json() -> None:
@@ -79,7 +84,9 @@ def test_config_is_frozen_and_survives_json() -> None:
 
 
 def test_unknown_presets_overrides_and_bad_values_raise_named_errors() -> None:
-    with pytest.raises(ValueError, match=r"unknown SynthER preset 'huge'; choose one of \['cpu', 'paper', 'tiny'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown SynthER preset 'huge'; choose one of \['cpu', 'cpu-v1', 'paper', 'tiny'\]"
+    ):
         SynthER("huge")
     with pytest.raises(TypeError, match=r"unknown settings \['hidden'\]"):
         SynthER("tiny", hidden=3)

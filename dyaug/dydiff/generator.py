@@ -136,7 +136,8 @@ class DyDiff(GeneratorBase):
     >>> gen.last_rollout_stats.kept, gen.last_rollout_stats.returns
     >>> gen.save("dydiff-hopper"); gen = DyDiff.load("dydiff-hopper")
 
-    :param preset: ``"tiny"`` (tests), ``"cpu"`` (minutes on 2 cores) or ``"paper"`` (the official settings).
+    :param preset: ``"tiny"`` (tests), ``"cpu"`` (minutes on 2 cores), ``"cpu-v1"`` (``"cpu"`` with its former
+        Heun sampler) or ``"paper"`` (the official settings).
     :param horizon: H, the trajectory length (``None``: the preset's, 100 for ``"paper"``).
     :param iterations: resample/relabel rounds per rollout (``None``: the preset's, 2).
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...

@@ -82,7 +82,8 @@ class SynthER(GeneratorBase):
     >>> buffer = gen.augment(d3rlpy_buffer, 100_000, real_ratio=0.5)
     >>> synthetic.to_minari("me/hopper-synthetic-v0", "Hopper-v5", synthetic=True, generator=gen.provenance())
 
-    :param preset: ``"tiny"`` (tests), ``"cpu"`` (minutes on 2 cores) or ``"paper"`` (the paper's settings).
+    :param preset: ``"tiny"`` (tests), ``"cpu"`` (minutes on 2 cores), ``"cpu-v1"`` (``"cpu"`` with its former
+        Heun sampler) or ``"paper"`` (the paper's settings).
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
     :param seed: seeds the network's initialisation, training and sampling: the same seed on the same data
         gives the same samples (on the CPU).
