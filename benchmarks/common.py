@@ -69,6 +69,21 @@ def stored_run(path: Path, run: Callable[[], dict], line: Callable[[dict], str])
     return record
 
 
+def field_values(items: list[str], option: str) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs of a command-line ``option`` as a dict, each VALUE read as JSON (numbers, true/false,
+    lists), else kept as a string."""
+    values = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{option} takes FIELD=VALUE pairs, got {item!r}.")
+        try:
+            values[field] = json.loads(value)
+        except json.JSONDecodeError:
+            values[field] = value
+    return values
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Report, forge_policy, machine, mean_median
+from common import Report, field_values, forge_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
@@ -326,19 +326,8 @@ def parse_args() -> argparse.Namespace:
         args.preset, args.synther_preset, args.starts, args.synther_samples = "tiny", "tiny", 32, 1_000
         args.out = args.out.with_name(args.out.name + "_quick")
     args.device = resolve_device(args.device)
-    args.overrides = dict(overrides(item) for item in args.set)
+    args.overrides = field_values(args.set, "--set")
     return args
-
-
-def overrides(item: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` with VALUE read as JSON (numbers, true/false, lists), else kept as a string."""
-    field, sep, value = item.partition("=")
-    if not sep:
-        raise SystemExit(f"--set takes FIELD=VALUE pairs, got {item!r}.")
-    try:
-        return field, json.loads(value)
-    except json.JSONDecodeError:
-        return field, value
 
 
 def main() -> None:

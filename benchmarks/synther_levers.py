@@ -2,14 +2,15 @@
 
     python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --arms old base residual ...   # one core
     python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --report                     # table, plot
+    python benchmarks/synther_levers.py --dataset hopper/medium-replay --arms new --resample solver=dpmpp_2m_sde
 
 Every arm fits ``SynthER`` on the same 80% of the episodes (seeded split) and is judged on 10,000 samples checked
 in the MuJoCo simulator (:func:`dyaug.metrics.dynamics_error`), beside the two baselines of
 ``benchmarks/synther_fidelity.py`` on the held-out 20%: the real transitions with Gaussian noise of 10% of each
 column's standard deviation, and a 7-member dynamics ensemble's one-step predictions. Each arm trains for the
 same budget of ``--minutes`` of CPU time of one thread (its number of steps is its measured speed times the
-budget; ``old`` is the former ``cpu`` preset, 20k steps whatever the time, and ``new`` the current one as it
-is, the frozen result of this ablation, to report the other tasks), and every ``--curve-every`` of its
+budget; ``old`` is the former ``cpu`` preset, 20k steps whatever the time, and ``new`` the frozen result of
+this ablation, ``cpu-v1``, to report the other tasks), and every ``--curve-every`` of its
 steps 2,000 samples of the EMA are checked, which gives fidelity against training time. Runs are stored under
 ``runs/synther_levers/`` and skipped when present: start one process per core with disjoint ``--arms``.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import PLOTS, machine, shown, stored_run
+from common import PLOTS, field_values, machine, shown, stored_run
 from synther_fidelity import ensemble_predictions, split_episodes, with_noise
 
 import dyaug.datasets
@@ -44,7 +45,7 @@ ARMS: dict[str, dict] = {
     "old": OLD,
     # with the per-column quantile transform of sparse or heavy-tailed columns (contact forces)
     "old+quantile": {**OLD, "transform": "quantile"},
-    "new": {"budget": False},  # the cpu preset as it is now (frozen from this ablation), for the other tasks
+    "new": {"budget": False},  # the preset frozen from this ablation ("cpu-v1"), for the other tasks
     "base": {},  # the same network, trained for the budget
     "residual": {"residual": True},
     "quantile": {"transform": "quantile"},
@@ -88,14 +89,15 @@ def baselines(dataset: str, seed: int) -> dict:
 
 
 def generator_for(arm: str, steps: int | None, seed: int, **extra: object) -> SynthER:
-    """The arm's SynthER: the ``cpu`` preset with the arm's settings. Every arm but ``new`` starts from the joint
+    """The arm's SynthER: the ``cpu-v1`` preset (the ``cpu`` preset as this ablation froze it) with the arm's
+    settings. Every arm but ``new`` starts from the joint
     model (``labels="joint"``), the ablation's base: the preset diffused whole rows before this ablation froze
     ``labels="models"``."""
     settings = {} if arm == "new" else {"labels": "joint"}
     settings |= {k: v for k, v in ARMS[arm].items() if k not in ("preset", "budget")}
     if steps is not None:
         settings["train_steps"] = steps
-    return SynthER(ARMS[arm].get("preset", "cpu"), device="cpu", seed=seed, **{**settings, **extra})
+    return SynthER(ARMS[arm].get("preset", "cpu-v1"), device="cpu", seed=seed, **{**settings, **extra})
 
 
 def steps_for_budget(arm: str, train: Transitions, cpu_seconds: float, seed: int) -> tuple[int, float]:
@@ -228,6 +230,41 @@ def split_columns(dataset: str, first: int, args: argparse.Namespace) -> None:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in parts) + " |")
 
 
+def resample(dataset: str, sampling: dict, args: argparse.Namespace) -> None:
+    """Every saved fit of ``dataset`` among ``--arms`` sampled as it was saved and with the sampling settings
+    ``sampling`` (``SynthER.load``'s, e.g. another solver), ``--samples`` rows each from the same seed, checked
+    in the simulator beside the stored baselines: what a sampler alone changes on a trained model."""
+    _, _, env_id = data_split(dataset, args.seed)
+    name = dataset.replace("/", "_")
+    base = json.loads((OUT / f"{name}-baselines-seed{args.seed}.json").read_text())
+    noise, ensemble = (base[k]["state_error_median"] for k in ("noise 0.1", "ensemble"))
+    setting = " ".join(f"{k}={v}" for k, v in sampling.items())
+    print(f"Saved fits of `{dataset}` resampled ({dt.date.today().isoformat()}; {machine()}; `python "
+          f"benchmarks/synther_levers.py --dataset {dataset} --arms {' '.join(args.arms)} --resample {setting}`; "
+          f"{args.samples:,} samples, seed {args.seed})\n")  # fmt: skip
+    print("| arm | sampler | evaluations | sample s | state err median | mean | reward err | terminal agree "
+          "| ÷ noise 0.1 | ÷ ensemble |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for arm in args.arms:
+        path = next(iter(sorted((OUT / "generators").glob(f"{name}-{arm}-seed{args.seed}*"))), None)
+        if path is None:
+            continue
+        for settings in ({}, sampling):
+            generator = SynthER.load(path, device="cpu", **settings)
+            start = time.perf_counter()
+            rows = generator.sample(args.samples, seed=args.seed, progress=False)
+            seconds = time.perf_counter() - start
+            c = check(env_id, rows)
+            sampler = generator.config.sampler()
+            print(
+                f"| {arm} | {type(sampler).__name__}, N = {generator.config.sampler_steps} | "
+                f"{sampler.network_evaluations} | {seconds:.1f} | {c['state_error_median']:.3f} | "
+                f"{c['state_error_mean']:.3f} | {c['reward_error_mean']:.3f} | {c['terminal_agreement']:.3f} | "
+                f"{c['state_error_median'] / noise:.2f} | {c['state_error_median'] / ensemble:.2f} |",
+                flush=True,
+            )
+
+
 def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: str) -> None:
     import matplotlib
 
@@ -265,6 +302,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--split-columns", type=int, metavar="K", help="errors over columns < K and >= K, then exit")
+    parser.add_argument(
+        "--resample", nargs="+", metavar="FIELD=VALUE", help="sample the saved fits with these settings, then exit"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -273,6 +313,9 @@ def main() -> None:
         return
     if args.split_columns is not None:
         split_columns(args.dataset, args.split_columns, args)
+        return
+    if args.resample:
+        resample(args.dataset, field_values(args.resample, "--resample"), args)
         return
     name = args.dataset.replace("/", "_")
     stored_run(

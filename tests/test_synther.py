@@ -266,6 +266,16 @@ def test_same_seed_same_samples_and_save_load_repeats_them(
     other_seed = SynthER("tiny", device="cpu", seed=1, train_steps=5).fit(hopper, progress=False)
     assert not np.array_equal(other_seed.sample(50, seed=11, progress=False).observations, first.observations[:50])
 
+    # sampling settings may change on load, training settings may not
+    sde = SynthER.load(path, device="cpu", solver="dpmpp_2m_sde", sampler_steps=8)
+    assert sde.config == dataclasses.replace(twin.config, solver="dpmpp_2m_sde", sampler_steps=8)
+    assert sde.config.sampler().network_evaluations == 8
+    rows = sde.sample(300, seed=11, progress=False)
+    assert not np.array_equal(rows.observations, twin.sample(300, seed=11, progress=False).observations)
+    _assert_same(rows, SynthER.load(path, device="cpu", solver="dpmpp_2m_sde", sampler_steps=8).sample(300, seed=11))
+    with pytest.raises(ValueError, match=r"only change sampling settings .* got \['width'\]"):
+        SynthER.load(path, device="cpu", width=32)
+
 
 def test_load_refuses_other_checkpoints(tmp_path: Path) -> None:
     path = save_model(

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from collections.abc import Mapping
+from typing import Any, get_args
 
 from dyaug.device import Precision
 from dyaug.diffusion.edm import EDMSchedule
 from dyaug.diffusion.samplers import SAMPLERS, _Sampler
+
+EDM_SAMPLING_FIELDS = (
+    "solver",
+    "sampler_steps",
+    "churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "sample_precision",
+    "compile",
+    "sample_batch_size",
+)
+"""The fields of :class:`EDMHeunSettings` configs that say how to sample, not what was learned."""
+
+
+def check_sampling_overrides(owner: str, sampling: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """``ValueError`` unless every key of ``sampling`` (settings given to ``owner.load``) is in ``allowed``."""
+    fixed = sorted(set(sampling) - set(allowed))
+    if fixed:
+        raise ValueError(
+            f"{owner}.load can only change sampling settings {allowed}, got {fixed}: the others were fixed by "
+            "training; fit a new generator to change them."
+        )
 
 
 class EDMHeunSettings:

@@ -19,6 +19,7 @@ from torch import Tensor
 from dyaug.data.coerce import env_id_of, to_transitions
 from dyaug.data.transitions import Transitions
 from dyaug.device import check_same_device, resolve_device
+from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, check_sampling_overrides
 from dyaug.dydiff.config import DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
@@ -78,15 +79,7 @@ class RolloutStats:
 _COUNTS = ("trajectories", "kept", "transitions", "terminated", "truncated", "clipped_rewards")
 
 SAMPLING_FIELDS = (
-    "solver",
-    "sampler_steps",
-    "churn",
-    "s_tmin",
-    "s_tmax",
-    "s_noise",
-    "sample_precision",
-    "compile",
-    "sample_batch_size",
+    *EDM_SAMPLING_FIELDS,
     "iterations",
     "average",
     "filter",
@@ -407,12 +400,7 @@ class DyDiff(GeneratorBase):
         ``DyDiff.load(path, sample_precision="bf16", sampler_steps=24)``; other fields raise ``ValueError``.
         """
         path, device = Path(path), resolve_device(device)
-        fixed = sorted(set(sampling) - set(SAMPLING_FIELDS))
-        if fixed:
-            raise ValueError(
-                f"DyDiff.load can only change sampling settings {SAMPLING_FIELDS}, got {fixed}: the others were "
-                "fixed by training; fit a new generator to change them."
-            )
+        check_sampling_overrides("DyDiff", sampling, SAMPLING_FIELDS)
         if not (path / MAIN_FILE).is_file():
             raise ValueError(
                 f"{path} is not a DyDiff checkpoint directory (no {MAIN_FILE}); write one with DyDiff.save."

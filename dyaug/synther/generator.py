@@ -24,6 +24,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.device import maybe_compiled, precision_timings, resolve_device
 from dyaug.diffusion.edm import EDMDenoiser, edm_loss
 from dyaug.diffusion.ema import EMA
+from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, check_sampling_overrides
 from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
 from dyaug.generators import GeneratorBase
@@ -338,13 +339,19 @@ class SynthER(GeneratorBase):
         return write_directory(path, write, marker=MAIN_FILE, kind="SynthER")
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> SynthER:
+    def load(cls, path: str | Path, device: str | torch.device = "auto", **sampling: Any) -> SynthER:
         """A generator saved by :meth:`save` (a file, or a directory for ``labels="models"``), on ``device``;
-        ``ValueError`` for a file of another kind."""
+        ``ValueError`` for a file of another kind.
+
+        ``sampling`` replaces settings that do not change the trained network
+        (:data:`~dyaug.diffusion.settings.EDM_SAMPLING_FIELDS`), e.g. ``SynthER.load(path,
+        solver="dpmpp_2m_sde", sampler_steps=32)``; other fields raise ``ValueError``.
+        """
+        check_sampling_overrides("SynthER", sampling, EDM_SAMPLING_FIELDS)
         device, path = resolve_device(device), Path(path)
         checkpoint = load_model(path / MAIN_FILE if path.is_dir() else path, CHECKPOINT_KIND, device=device)
         meta = checkpoint.meta
-        generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **checkpoint.config)
+        generator = cls(preset=meta["preset"], device=device, seed=meta["seed"], **{**checkpoint.config, **sampling})
         config = generator.config
         layout = RowLayout(meta["obs_dim"], meta["act_dim"], residual=config.residual, joint=config.labels == "joint")
         if "codec" in meta:
