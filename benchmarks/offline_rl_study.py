@@ -70,8 +70,9 @@ STEPS = 50_000  # the protocol's budget; runs of another length (a declared exte
 
 
 def row(run: dict) -> tuple[str, str]:
-    """A run's row of the study: its dataset (with the steps when they are not the protocol's) and algorithm."""
-    dataset, steps = run["dataset"], run["steps"]
+    """A run's row of the study: its dataset (short: ``dyaug/hopper/medium-replay-10pct-v0`` and
+    ``hopper/medium-replay-10pct`` are one row; with the steps when they are not the protocol's) and algorithm."""
+    dataset, steps = re.sub(r"-v\d+$", "", run["dataset"].removeprefix("dyaug/")), run["steps"]
     return (dataset if steps == STEPS else f"{dataset}, {steps:,} steps"), run["algo"]
 
 
