@@ -143,7 +143,7 @@ def paper_estimate(train_steps_per_s: float, rows_per_s: float, gpu_tflops: floa
     cpu = PRESETS["cpu"]
     # 6 FLOPs per parameter and row for a training step (forward + backward), 2 per network evaluation
     train_flop = {n: 6 * params[n] * PRESETS[n].batch_size for n in params}
-    nfe = {n: 2 * PRESETS[n].sampler_steps - 1 for n in params}  # Heun: 2 evaluations per step, the last Euler
+    nfe = {n: PRESETS[n].sampler().network_evaluations for n in params}
     sample_flop = {n: 2 * params[n] * nfe[n] for n in params}
     measured_train = train_flop["cpu"] * train_steps_per_s
     measured_sample = sample_flop["cpu"] * rows_per_s

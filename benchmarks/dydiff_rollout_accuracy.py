@@ -71,7 +71,9 @@ from synther_fidelity import split_episodes
 import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions
 from dyaug.device import resolve_device
+from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS
 from dyaug.dydiff import Policy, Trajectories, WindowIndex
+from dyaug.dydiff.generator import SAMPLING_FIELDS
 from dyaug.metrics import (
     SimulatedRollouts,
     dynamics_error,
@@ -120,7 +122,8 @@ def start_states(held_out: Transitions, env_id: str, n: int, seed: int) -> np.nd
 
 
 def cached_path(args: argparse.Namespace, stem: str, *parts: object) -> Path:
-    """``<out>/generators/<stem>-<hash of parts>``: one cache entry per generator config, data split and seed."""
+    """``<out>/generators/<stem>-<hash of parts>``: one cache entry per trained model (its config without the
+    sampling settings, which a loaded generator takes from the run), data split and seed."""
     key = hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
     (args.out / "generators").mkdir(parents=True, exist_ok=True)
     return args.out / "generators" / f"{stem}-{key}"
@@ -137,9 +140,11 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
         return gen, f"loaded from `{args.generator}`"
     gen = DyDiff(args.preset, horizon=args.horizon, device=args.device, seed=args.seed, **args.overrides)
     stem = f"dydiff-{args.preset}-H{gen.config.horizon}-seed{args.seed}"
-    path = cached_path(args, stem, gen.config.to_dict(), dataset_id, args.held_out, len(train))
+    trained = {k: v for k, v in gen.config.to_dict().items() if k not in SAMPLING_FIELDS}
+    path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
     if path.is_dir():
-        return DyDiff.load(path, device=args.device), f"loaded from the cache `{path}`"
+        sampling = {k: getattr(gen.config, k) for k in SAMPLING_FIELDS}
+        return DyDiff.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
     start = time.perf_counter()
     gen.fit(train, env_id=env_id, progress=False)
     gen.save(path)
@@ -149,10 +154,12 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
 def synther_generator(args: argparse.Namespace, train: Transitions, dataset_id: str) -> tuple[SynthER, str]:
     gen = SynthER(args.synther_preset, device=args.device, seed=args.seed)
     stem = f"synther-{args.synther_preset}-seed{args.seed}"
-    path = cached_path(args, stem, dataclasses.asdict(gen.config), dataset_id, args.held_out, len(train))
+    trained = {k: v for k, v in dataclasses.asdict(gen.config).items() if k not in EDM_SAMPLING_FIELDS}
+    path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
     path = path.with_name(path.name + ".safetensors")
     if path.is_file():
-        return SynthER.load(path, device=args.device), f"loaded from the cache `{path}`"
+        sampling = {k: getattr(gen.config, k) for k in EDM_SAMPLING_FIELDS}
+        return SynthER.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
     start = time.perf_counter()
     gen.fit(train, progress=False)
     gen.save(path)

@@ -75,7 +75,7 @@ def phase_costs(args: argparse.Namespace, report: Report) -> int:
     for precision in args.precisions:
         gen = DyDiff.load(path, device=args.device, sample_precision=precision)
         config, traj = gen.config, gen.model.trajectory_model
-        evaluations = config.iterations * (2 * config.sampler_steps - 1)
+        evaluations = config.iterations * config.sampler().network_evaluations
         seconds = median_seconds(lambda g=gen: g.rollout(policy, starts, seed=args.seed), args.device, args.repeats)
         report(
             f"| {precision} | {parameters(traj.network) / 1e6:.2f}M | {config.horizon} | {config.iterations} | "

@@ -70,8 +70,9 @@ STEPS = 50_000  # the protocol's budget; runs of another length (a declared exte
 
 
 def row(run: dict) -> tuple[str, str]:
-    """A run's row of the study: its dataset (short: ``dyaug/hopper/medium-replay-10pct-v0`` and
-    ``hopper/medium-replay-10pct`` are one row; with the steps when they are not the protocol's) and algorithm."""
+    """A run's row of the study: its dataset, short (``dyaug/hopper/medium-replay-v0`` and ``hopper/medium-replay``
+    are one row; a subset is named in full on the command line: ``dyaug/hopper/medium-replay-10pct-v0``), with the
+    steps when they are not the protocol's, and its algorithm."""
     dataset, steps = re.sub(r"-v\d+$", "", run["dataset"].removeprefix("dyaug/")), run["steps"]
     return (dataset if steps == STEPS else f"{dataset}, {steps:,} steps"), run["algo"]
 
@@ -90,7 +91,8 @@ class Generators:
 
     def __init__(self, name: str, real: Transitions, env_id: str, args: argparse.Namespace) -> None:
         self.name, self.real, self.env_id, self.args = name, real, env_id, args
-        base = args.out / "generators" / f"{slug(name)}-seed{args.generator_seed}"
+        preset = "" if args.generator_preset == "cpu-v1" else f"-{args.generator_preset}"  # the study's: no suffix
+        base = args.out / "generators" / f"{slug(name)}-seed{args.generator_seed}{preset}"
         self.synther_path, self.dydiff_path = (
             base.with_name(base.name + "-synther"),
             base.with_name(base.name + "-dydiff"),

@@ -248,6 +248,7 @@ def resample(dataset: str, sampling: dict, args: argparse.Namespace) -> None:
     for arm in args.arms:
         path = next(iter(sorted((OUT / "generators").glob(f"{name}-{arm}-seed{args.seed}*"))), None)
         if path is None:
+            print(f"| {arm} | no saved fit of this arm under {shown(OUT / 'generators')} | | | | | | | | |")
             continue
         for settings in ({}, sampling):
             generator = SynthER.load(path, device="cpu", **settings)

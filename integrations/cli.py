@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = synther.add_parser("fit", help="fit SynthER on a dataset and save it")
     fit.add_argument("dataset", help="a local Minari id or a forge name such as hopper/medium-replay")
     fit.add_argument("--out", required=True, help="the checkpoint to write")
-    fit.add_argument("--preset", default="cpu", help="tiny, cpu (default) or paper")
+    fit.add_argument("--preset", default="cpu", help="tiny, cpu (default), cpu-v1 or paper")
     fit.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     fit.add_argument("--device", default="auto")
     fit.add_argument("--seed", type=int, default=0)

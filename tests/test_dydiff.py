@@ -20,6 +20,7 @@ from dyaug.data.normalizers import MinMaxNormalizer
 from dyaug.diffusion import EDMDenoiser, edm_loss
 from dyaug.dydiff import PRESETS, Hardmax, KeepAll, RolloutEngine, Softmax, Trajectories, WindowIndex
 from dyaug.dydiff.filters import kept_count
+from dyaug.dydiff.phases import PHASE_PRESETS
 from dyaug.dydiff.trajectory_model import (
     TrajectoryModel,
     encode_windows,
@@ -97,6 +98,7 @@ def test_paper_preset_holds_the_official_settings() -> None:
     assert (frozen.solver, frozen.churn, frozen.sampler().network_evaluations) == ("heun", 60.0, 31)
     assert (cpu.solver, cpu.sampler().network_evaluations) == ("dpmpp_2m_sde", 16)
     assert dataclasses.replace(cpu, solver="heun") == frozen
+    assert set(PHASE_PRESETS) == set(PRESETS)  # DyDiffAugmenter(preset=p) takes every DyDiff preset
 
 
 def test_config_survives_json_and_arguments_override_the_preset() -> None:

@@ -244,7 +244,7 @@ def test_bad_sample_arguments_raise(fitted: SynthER) -> None:
 
 
 def test_same_seed_same_samples_and_save_load_repeats_them(
-    fitted: SynthER, hopper: minari.MinariDataset, tmp_path: Path
+    fitted: SynthER, hopper: minari.MinariDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     twin = SynthER("tiny", device="cpu", seed=0).fit(hopper, progress=False)
     path = twin.save(tmp_path / "synther.safetensors")
@@ -275,6 +275,11 @@ def test_same_seed_same_samples_and_save_load_repeats_them(
     _assert_same(rows, SynthER.load(path, device="cpu", solver="dpmpp_2m_sde", sampler_steps=8).sample(300, seed=11))
     with pytest.raises(ValueError, match=r"only change sampling settings .* got \['width'\]"):
         SynthER.load(path, device="cpu", width=32)
+    # a saved generator keeps the sampler it was saved with when its preset changes later
+    monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], solver="dpmpp_2m_sde"))
+    kept = SynthER.load(path, device="cpu")
+    assert kept.config.solver == "heun" and SynthER("tiny").config.solver == "dpmpp_2m_sde"
+    _assert_same(kept.sample(300, seed=11, progress=False), twin.sample(300, seed=11, progress=False))
 
 
 def test_load_refuses_other_checkpoints(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ EDM_SAMPLING_FIELDS = (
     "compile",
     "sample_batch_size",
 )
-"""The fields of :class:`EDMHeunSettings` configs that say how to sample, not what was learned."""
+"""The fields of the configs built on :class:`EDMHeunSettings` (SynthER's, DyDiff's) that say how to sample, not
+what was learned."""
 
 
 def check_sampling_overrides(owner: str, sampling: Mapping[str, Any], allowed: tuple[str, ...]) -> None:

@@ -88,9 +88,10 @@ _CPU_PHASES = PhaseSettings(rollout_every=1_000, rollout_batch=256, buffer_size=
 PHASE_PRESETS: dict[str, PhaseSettings] = {
     # Tests: a phase every 10 steps from 16 start states.
     "tiny": PhaseSettings(rollout_every=10, rollout_batch=16, buffer_size=2_000, check_rows=32),
-    # CPU: with DyDiff's "cpu" preset, a phase of 256 Hopper start states took 16 s on one core of the busy 2-core
-    # reference machine and yields ~4.7k transitions (60 % of 256 trajectories of 31 steps); one phase per 1000
-    # steps roughly doubles a TD3+BC run. The buffer holds the last ~21 phases (the official code: ~16).
+    # CPU: with DyDiff's "cpu-v1" preset (Heun; "cpu" samples about 1.5x faster), a phase of 256 Hopper start
+    # states took 16 s on one core of the busy 2-core reference machine and yields ~4.7k transitions (60 % of 256
+    # trajectories of 31 steps); one phase per 1000 steps roughly doubles a TD3+BC run. The buffer holds the last
+    # ~21 phases (the official code: ~16).
     "cpu": _CPU_PHASES,
     "cpu-v1": _CPU_PHASES,  # DyDiff's "cpu" preset with its former sampler: the same phases
     # The official code (TD3+BC and CQL; Diffusion-QL used 250 steps per epoch).

@@ -152,7 +152,7 @@ class DyDiffAugmenter:
         a path written by ``DyDiff.save``, or ``None``: ``DyDiff(preset, device=device, seed=seed)``, fitted on the
         first ``fit``'s dataset.
     :param preset: the generator's preset when ``generator`` is ``None``, and the source of the phase settings
-        left ``None`` (:data:`~dyaug.dydiff.phases.PHASE_PRESETS`: ``"tiny"``, ``"cpu"``, ``"paper"``).
+        left ``None`` (:data:`~dyaug.dydiff.phases.PHASE_PRESETS`: ``"tiny"``, ``"cpu"``, ``"cpu-v1"``, ``"paper"``).
     :param real_ratio: share of real rows per batch (the official code: 0.6).
     :param rollout_every: training steps between rollout phases.
     :param rollout_batch: start states per phase.

@@ -28,7 +28,7 @@ class SynthERCallback(BaseCallback):
         the first rollout (just before SB3's gradient steps) where ``num_timesteps`` has passed a multiple of
         it, so with ``train_freq=1`` and one env at steps ``retrain_every``, ``2 · retrain_every``, ...
     :param n_samples: synthetic transitions generated per refit (the paper's command: 1,000,000).
-    :param preset: SynthER preset, ``"tiny"``, ``"cpu"`` or ``"paper"``.
+    :param preset: SynthER preset, ``"tiny"``, ``"cpu"``, ``"cpu-v1"`` or ``"paper"``.
     :param real_ratio: when given, set as the buffer's share of real rows when training starts; ``None``
         keeps the buffer's own (``replay_buffer_kwargs=dict(real_ratio=...)``, 0.5 by default as in the paper).
     :param seed: seed of the first generator; refit k (from 0) uses ``seed + k``, so each one is a fresh
