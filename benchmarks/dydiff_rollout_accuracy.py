@@ -129,6 +129,11 @@ def cached_path(args: argparse.Namespace, stem: str, *parts: object) -> Path:
     return args.out / "generators" / f"{stem}-{key}"
 
 
+def split_sampling(config: dict, fields: tuple[str, ...]) -> tuple[dict, dict]:
+    """A generator's config as (what training fixed, the sampling ``fields`` a load may change)."""
+    return {k: v for k, v in config.items() if k not in fields}, {k: config[k] for k in fields}
+
+
 def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, dataset_id: str) -> tuple[DyDiff, str]:
     """``--generator`` when given, else the cached fit of these settings, else a fresh fit (then cached)."""
     if args.generator is not None:  # --set may change its sampling settings only (DyDiff.load says which)
@@ -140,10 +145,9 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
         return gen, f"loaded from `{args.generator}`"
     gen = DyDiff(args.preset, horizon=args.horizon, device=args.device, seed=args.seed, **args.overrides)
     stem = f"dydiff-{args.preset}-H{gen.config.horizon}-seed{args.seed}"
-    trained = {k: v for k, v in gen.config.to_dict().items() if k not in SAMPLING_FIELDS}
+    trained, sampling = split_sampling(gen.config.to_dict(), SAMPLING_FIELDS)
     path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
     if path.is_dir():
-        sampling = {k: getattr(gen.config, k) for k in SAMPLING_FIELDS}
         return DyDiff.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
     start = time.perf_counter()
     gen.fit(train, env_id=env_id, progress=False)
@@ -154,11 +158,10 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
 def synther_generator(args: argparse.Namespace, train: Transitions, dataset_id: str) -> tuple[SynthER, str]:
     gen = SynthER(args.synther_preset, device=args.device, seed=args.seed)
     stem = f"synther-{args.synther_preset}-seed{args.seed}"
-    trained = {k: v for k, v in dataclasses.asdict(gen.config).items() if k not in EDM_SAMPLING_FIELDS}
+    trained, sampling = split_sampling(dataclasses.asdict(gen.config), EDM_SAMPLING_FIELDS)
     path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
     path = path.with_name(path.name + ".safetensors")
     if path.is_file():
-        sampling = {k: getattr(gen.config, k) for k in EDM_SAMPLING_FIELDS}
         return SynthER.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
     start = time.perf_counter()
     gen.fit(train, progress=False)

@@ -234,7 +234,7 @@ def resample(dataset: str, sampling: dict, args: argparse.Namespace) -> None:
     """Every saved fit of ``dataset`` among ``--arms`` sampled as it was saved and with the sampling settings
     ``sampling`` (``SynthER.load``'s, e.g. another solver), ``--samples`` rows each from the same seed, checked
     in the simulator beside the stored baselines: what a sampler alone changes on a trained model."""
-    _, _, env_id = data_split(dataset, args.seed)
+    env_id = dyaug.datasets.load(dataset).env_spec.id
     name = dataset.replace("/", "_")
     base = json.loads((OUT / f"{name}-baselines-seed{args.seed}.json").read_text())
     noise, ensemble = (base[k]["state_error_median"] for k in ("noise 0.1", "ensemble"))
