@@ -18,7 +18,9 @@ row is ever drawn), so only the data differ:
 - ``dydiff``: ``DyDiffAugmenter``, a rollout phase of the current policy every ``--rollout-every`` steps from
   ``--rollout-batch`` start states, 60% real rows per batch;
 - ``dydiff-labels`` (exploratory, declared in PROTOCOL.md after the ``dydiff`` arm's results; reported apart): the
-  ``dydiff`` arm with each generated row's next state from the dynamics ensemble (``labels="models"``).
+  ``dydiff`` arm with each generated row's next state from the dynamics ensemble (``labels="models"``);
+- ``dydiff-fixed`` (exploratory, declared likewise): the ``dydiff`` arm with every rollout driven by one fixed
+  policy, d3rlpy's BC trained on the real data for 20,000 steps with the run's seed, instead of the learner.
 
 The generators (SynthER and DyDiff, the frozen presets ``cpu-v1``: ``cpu`` as it was when the study began) are
 fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset
@@ -62,9 +64,10 @@ from dyaug import DyDiff, SynthER, Transitions
 from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 
 ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
-EXPLORATORY = ("dydiff-labels",)  # not pre-registered (PROTOCOL.md): reported apart from the main table
-DYDIFF_LABELS = {"dydiff": "trajectory", "dydiff-labels": "models"}
-REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0, "dydiff": 0.6, "dydiff-labels": 0.6}
+EXPLORATORY = ("dydiff-labels", "dydiff-fixed")  # not pre-registered (PROTOCOL.md): reported apart from the main table
+DYDIFF_LABELS = {"dydiff": "trajectory", "dydiff-labels": "models", "dydiff-fixed": "trajectory"}
+REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0} | dict.fromkeys(DYDIFF_LABELS, 0.6)
+FIXED_POLICY_STEPS = 20_000  # the dydiff-fixed arm's behaviour cloning (PROTOCOL.md, exploratory arm 2)
 OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
 STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
 
@@ -138,14 +141,15 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
     """Train one (dataset, algorithm, arm, seed) with evaluations after every tenth of the steps."""
     real, env_id, env_short, generators = data["real"], data["env_id"], data["env_short"], data["generators"]
     task = "-".join(parse_dataset_id(parent_name(dataset))[:2])
-    algo = build_algo(algo_name, task, seed, args)
     real_buffer = transitions_to_d3rlpy(real)
+    fixed = behaviour_cloning(real_buffer, env_id, env_short, seed, args) if arm == "dydiff-fixed" else None
+    algo = build_algo(algo_name, task, seed, args)  # seeds d3rlpy: the learner starts as in every other arm
     chunk = args.steps // args.evaluations
     if arm in DYDIFF_LABELS:
         learner = DyDiffAugmenter(
             algo, generator=generators.dydiff(DYDIFF_LABELS[arm]), preset=args.preset, real_ratio=REAL_RATIO[arm],
             rollout_every=args.rollout_every, rollout_batch=args.rollout_batch, buffer_size=args.buffer_size,
-            device="cpu", seed=seed, env_id=env_id,
+            device="cpu", seed=seed, env_id=env_id, rollout_policy=None if fixed is None else fixed["algo"],
         )  # fmt: skip
 
         def train(steps: int) -> float:
@@ -178,7 +182,26 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
     }
     if arm in DYDIFF_LABELS:
         record |= phase_summary(learner)
+    if fixed is not None:
+        record |= {k: v for k, v in fixed.items() if k != "algo"}
     return record
+
+
+def behaviour_cloning(real_buffer: Any, env_id: str, env_short: str, seed: int, args: argparse.Namespace) -> dict:
+    """The ``dydiff-fixed`` arm's rollout policy: d3rlpy's BC (its defaults, observations standardised) trained on
+    the real data for ``FIXED_POLICY_STEPS`` steps with ``d3rlpy.seed(seed)``, and its score, evaluated as the
+    learners are."""
+    import d3rlpy
+
+    d3rlpy.seed(seed)
+    bc = d3rlpy.algos.BCConfig(
+        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(), compile_graph=args.compile_graph
+    ).create(device="cpu:0")
+    steps = FIXED_POLICY_STEPS if args.steps == STEPS else max(1, args.steps * FIXED_POLICY_STEPS // STEPS)
+    train_s = fit_offline(bc, real_buffer, steps)
+    returns = evaluate_returns(bc.predict, env_id, args.episodes, seed)
+    score = float(np.mean(normalized_scores(env_short, returns)))
+    return {"algo": bc, "rollout_policy_steps": steps, "rollout_policy_score": score, "rollout_policy_train_s": train_s}
 
 
 # ------------------------------------------------------------------------------------------------- statistics
@@ -250,19 +273,25 @@ def exploratory(runs: list[dict]) -> None:
     if not keys:
         return
     print("\nExploratory arms (declared after the main results; not pre-registered), paired with base by seed:\n")
-    print("| dataset | algorithm | arm | score | Δ to base | per seed | dydiff, same seeds | Δ to dydiff |")
-    print("|---|---|---|---:|---:|---|---:|---:|")
+    print(
+        "| dataset | algorithm | arm | score | Δ to base | per seed | dydiff, same seeds | Δ to dydiff "
+        "| rollout policy's score |"
+    )
+    print("|---|---|---|---:|---:|---|---:|---:|---:|")
     for dataset, algo in keys:
         rs = [r for r in runs if row(r) == (dataset, algo)]
         for arm in EXPLORATORY:
             mine = sorted((r for r in rs if r["arm"] == arm), key=lambda r: r["seed"])
+            if not mine:
+                continue
             seeds = {r["seed"] for r in mine}
+            fixed = [r["rollout_policy_score"] for r in mine if "rollout_policy_score" in r]
             dydiff = [r["score"] for r in rs if r["arm"] == "dydiff" and r["seed"] in seeds]
             per_seed = " / ".join(f"{r['score']:.1f}" for r in mine)
             print(
                 f"| {dataset} | {algo} | {arm} | {cell([r['score'] for r in mine])} | {paired(rs, arm)} | "
                 f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} | "
-                f"{paired(rs, arm, 'dydiff')} |"
+                f"{paired(rs, arm, 'dydiff')} | {cell(fixed) if fixed else 'the learner'} |"
             )
 
 

@@ -256,6 +256,7 @@ def test_save_and_load_restore_the_policy_the_generator_and_the_schedule(generat
     a, b = (g.rollout(policy, states[:8], seed=5) for g in (generator, loaded.generator))
     assert np.array_equal(a.observations, b.observations) and np.array_equal(a.rewards, b.rewards)
     assert (loaded.steps_done, loaded.real_ratio, loaded.phases.settings) == (20, 0.6, augmenter.phases.settings)
+    assert loaded.rollout_algo is None and loaded.policy.algo is loaded.algo
     loaded.fit(pendulum, 10, 10, **QUIET)
     assert loaded.rollout_steps == [20]  # the model buffer is not saved: a phase refills it
     (tmp_path / "other").mkdir()
@@ -263,6 +264,54 @@ def test_save_and_load_restore_the_policy_the_generator_and_the_schedule(generat
         augmenter.save(tmp_path / "other")
     with pytest.raises(ValueError, match="not a DyDiffAugmenter checkpoint"):
         DyDiffAugmenter.load(tmp_path / "other")
+
+
+def _bc(t: Transitions, steps: int = 20) -> d3rlpy.algos.BC:
+    bc = d3rlpy.algos.BCConfig(batch_size=32, observation_scaler=StandardObservationScaler()).create("cpu:0")
+    bc.fit(_dataset(t), n_steps=steps, n_steps_per_epoch=steps, **QUIET)
+    return bc
+
+
+def _weights(algo) -> list[np.ndarray]:
+    return [p.detach().clone().numpy() for p in algo.impl.modules.imitator.parameters()]
+
+
+def test_a_fixed_rollout_policy_drives_every_phase_and_is_saved_with_the_augmenter(generator, pendulum, tmp_path):
+    d3rlpy.seed(0)
+    bc = _bc(pendulum)
+    before = _weights(bc)
+    augmenter = _augmenter(generator, rollout_every=10, rollout_policy=bc)
+    newest = {}
+
+    def callback(algo, epoch: int, step: int) -> None:  # runs right after the phase of its step
+        if step == 20:
+            rows = augmenter.synthetic.transitions()[-augmenter.reports[-1].stats.transitions :]
+            states = np.array(rows.observations)
+            newest.update(rollout=rows.actions, bc=bc.predict(states), learner=algo.predict(states))
+
+    augmenter.fit(pendulum, 30, 10, callback=callback, **QUIET)
+    # The rows follow the fixed policy, not the learner, and the fixed policy is never trained.
+    np.testing.assert_allclose(newest["rollout"], newest["bc"], atol=1e-6)
+    assert np.abs(newest["rollout"] - newest["learner"]).max() > 0.05
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(bc), strict=True))
+    assert "rollouts by a fixed BC" in repr(augmenter)
+    loaded = DyDiffAugmenter.load(augmenter.save(tmp_path / "fixed"), device="cpu")
+    states = np.array(pendulum.observations[:16])
+    assert np.array_equal(loaded.rollout_algo.predict(states), bc.predict(states))
+    assert np.array_equal(loaded.predict(states), augmenter.predict(states))
+
+
+def test_a_fixed_rollout_policy_must_be_a_trained_algorithm_for_the_task(generator, pendulum) -> None:
+    with pytest.raises(ValueError, match="no networks yet; fit it on the task"):
+        _augmenter(generator, rollout_policy=d3rlpy.algos.BCConfig().create("cpu:0"))
+    with pytest.raises(TypeError, match="rollout_policy must be a trained d3rlpy algorithm"):
+        _augmenter(generator, rollout_policy=torch.tanh)
+    wide = Transitions(
+        np.tile(pendulum.observations, 2), pendulum.actions, pendulum.rewards, np.tile(pendulum.next_observations, 2),
+        pendulum.terminals, pendulum.timeouts,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="rollout policy was built for observations"):
+        _augmenter(generator, rollout_policy=_bc(wide, steps=2)).fit(pendulum, 10, 10, **QUIET)
 
 
 @pytest.mark.parametrize(

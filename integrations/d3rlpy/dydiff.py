@@ -58,6 +58,7 @@ SETTINGS_FILE, ALGO_CONFIG_FILE, ALGO_WEIGHTS_FILE, GENERATOR_DIR = (
     "algo.pt",
     "generator",
 )
+ROLLOUT_PREFIX = "rollout_"  # the fixed rollout policy's files: rollout_algo.json, rollout_algo.pt
 METRIC_PREFIX = "dydiff_"
 
 
@@ -165,6 +166,10 @@ class DyDiffAugmenter:
         Minari dataset's environment) and for the termination rule of a generator fitted here.
     :param policy_action: ``"predict"`` (the policy's ``predict`` actions, as the official deterministic policies)
         or ``"sample"`` (``sample_action``, e.g. Diffusion-QL's single stochastic draw, as the official code).
+    :param rollout_policy: ``None`` (DyDiff: the rollouts follow the learning policy) or a trained d3rlpy algorithm
+        whose fixed policy drives every rollout instead, e.g. ``d3rlpy.algos.BC`` fitted on the same data (an
+        ablation, not the paper's method: the rows then stop following the learner). Saved and loaded with the
+        augmenter; ``policy_action`` applies to it.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class DyDiffAugmenter:
         seed: int = 0,
         env_id: str | None = None,
         policy_action: PolicyAction = "predict",
+        rollout_policy: QLearningAlgoBase | None = None,
     ) -> None:
         self.device = resolve_device(device)
         settings = resolve_phase_settings(
@@ -189,13 +195,15 @@ class DyDiffAugmenter:
         self.preset = preset
         self.algo: QLearningAlgoBase = _make_algo(base_algo, self.device)
         self.generator = _make_generator(generator, preset, self.device, seed)
-        self.policy = D3rlpyPolicy(self.algo, policy_action)
+        self.rollout_algo = _check_rollout_policy(rollout_policy)
+        self.policy = D3rlpyPolicy(self.algo if self.rollout_algo is None else self.rollout_algo, policy_action)
         self.phases = RolloutPhases(self.generator, settings, seed=seed, env_id=env_id, next_actions=True)
         self.steps_done = 0  # training steps taken by fit() calls of this augmenter
 
     def __repr__(self) -> str:
+        fixed = "" if self.rollout_algo is None else f", rollouts by a fixed {type(self.rollout_algo).__name__}"
         return (
-            f"DyDiffAugmenter({type(self.algo).__name__}, real_ratio={self.real_ratio}, {self.phases.settings}, "
+            f"DyDiffAugmenter({type(self.algo).__name__}{fixed}, real_ratio={self.real_ratio}, {self.phases.settings}, "
             f"{self.steps_done} steps done, {len(self.synthetic)} synthetic transitions)"
         )
 
@@ -295,13 +303,16 @@ class DyDiffAugmenter:
         build_scalers_with_transition_picker(self.algo, real_buffer)
         if self.algo.impl is None:
             self.algo.build_with_dataset(real_buffer)
-        shape = tuple(self.algo.impl.observation_shape)
         expected = (real_buffer.dataset_info.observation_signature.shape[0][0],)
-        if shape != expected or self.algo.impl.action_size != real_buffer.dataset_info.action_size:
-            raise ValueError(
-                f"the base algorithm was built for observations {shape} and {self.algo.impl.action_size} actions, the "
-                f"dataset has {expected} and {real_buffer.dataset_info.action_size}; pass a new algorithm."
-            )
+        for role, algo in (("base algorithm", self.algo), ("rollout policy", self.rollout_algo)):
+            if algo is None:
+                continue
+            shape = tuple(algo.impl.observation_shape)
+            if shape != expected or algo.impl.action_size != real_buffer.dataset_info.action_size:
+                raise ValueError(
+                    f"the {role} was built for observations {shape} and {algo.impl.action_size} actions, the dataset "
+                    f"has {expected} and {real_buffer.dataset_info.action_size}; pass one built for this task."
+                )
 
     # ------------------------------------------------------------------------------------------- using it
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -310,15 +321,12 @@ class DyDiffAugmenter:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory: the base algorithm (its config as d3rlpy's JSON, its weights as d3rlpy's
-        ``save_model`` file, read back with ``torch.load(weights_only=True)``), the generator (``DyDiff.save``,
-        safetensors) and the augmenter's settings and step count. The model buffer is not saved: the next ``fit``
-        starts a new one with a rollout phase. Replaces an earlier checkpoint of this kind atomically."""
-        impl = self.algo.impl
-        if impl is None or not is_fitted(self.generator):
+        ``save_model`` file, read back with ``torch.load(weights_only=True)``; a fixed rollout policy likewise, as
+        ``rollout_algo.*``), the generator (``DyDiff.save``, safetensors) and the augmenter's settings and step
+        count. The model buffer is not saved: the next ``fit`` starts a new one with a rollout phase. Replaces an
+        earlier checkpoint of this kind atomically."""
+        if self.algo.impl is None or not is_fitted(self.generator):
             raise RuntimeError("nothing to save yet: fit the augmenter first.")
-        config = LearnableConfigWithShape(
-            observation_shape=impl.observation_shape, action_size=impl.action_size, config=self.algo.config
-        )
         settings = self.phases.settings
         generator_class = type(self.generator)
         record = {
@@ -329,13 +337,15 @@ class DyDiffAugmenter:
             "seed": self.phases.seed,
             "env_id": self.phases.env_id,
             "policy_action": self.policy.action,
+            "fixed_rollout_policy": self.rollout_algo is not None,
             "steps_done": self.steps_done,
         }
 
         def write(directory: Path) -> None:
             self.generator.save(directory / GENERATOR_DIR)
-            (directory / ALGO_CONFIG_FILE).write_text(config.serialize())
-            self.algo.save_model(str(directory / ALGO_WEIGHTS_FILE))
+            _save_algo(self.algo, directory)
+            if self.rollout_algo is not None:
+                _save_algo(self.rollout_algo, directory, ROLLOUT_PREFIX)
             (directory / SETTINGS_FILE).write_text(json.dumps(record, indent=1))
 
         return write_directory(path, write, marker=SETTINGS_FILE, kind="DyDiffAugmenter")
@@ -347,12 +357,10 @@ class DyDiffAugmenter:
         if not (path / SETTINGS_FILE).is_file():
             raise ValueError(f"{path} is not a DyDiffAugmenter checkpoint (no {SETTINGS_FILE}); write one with save().")
         record = json.loads((path / SETTINGS_FILE).read_text())
-        config = LearnableConfigWithShape.deserialize((path / ALGO_CONFIG_FILE).read_text())
-        algo = config.create(device=_d3rlpy_device(device))
-        algo.load_model(str(path / ALGO_WEIGHTS_FILE))
         settings = record["settings"]
+        fixed = record.get("fixed_rollout_policy", False)
         augmenter = cls(
-            base_algo=algo,
+            base_algo=_load_algo(path, device),
             generator=_generator_class(record).load(path / GENERATOR_DIR, device=device),
             preset=record["preset"],
             real_ratio=record["real_ratio"],
@@ -363,6 +371,7 @@ class DyDiffAugmenter:
             seed=record["seed"],
             env_id=record["env_id"],
             policy_action=record["policy_action"],
+            rollout_policy=_load_algo(path, device, ROLLOUT_PREFIX) if fixed else None,
         )
         augmenter.steps_done = record["steps_done"]
         return augmenter
@@ -372,6 +381,42 @@ class DyDiffAugmenter:
 def _d3rlpy_device(device: torch.device) -> str:
     """d3rlpy's device string (``"cpu:0"``, ``"cuda:1"``) for a torch device."""
     return f"{device.type}:{device.index or 0}"
+
+
+def _save_algo(algo: QLearningAlgoBase, directory: Path, prefix: str = "") -> None:
+    """Write a built d3rlpy algorithm: its config as d3rlpy's JSON and its weights as ``save_model``'s file."""
+    impl = algo.impl
+    config = LearnableConfigWithShape(
+        observation_shape=impl.observation_shape, action_size=impl.action_size, config=algo.config
+    )
+    (directory / (prefix + ALGO_CONFIG_FILE)).write_text(config.serialize())
+    algo.save_model(str(directory / (prefix + ALGO_WEIGHTS_FILE)))
+
+
+def _load_algo(path: Path, device: torch.device, prefix: str = "") -> QLearningAlgoBase:
+    """The algorithm :func:`_save_algo` wrote under ``path`` (weights read with ``torch.load(weights_only=True)``)."""
+    config = LearnableConfigWithShape.deserialize((path / (prefix + ALGO_CONFIG_FILE)).read_text())
+    algo = config.create(device=_d3rlpy_device(device))
+    algo.load_model(str(path / (prefix + ALGO_WEIGHTS_FILE)))
+    return algo
+
+
+def _check_rollout_policy(policy: QLearningAlgoBase | None) -> QLearningAlgoBase | None:
+    """A fixed rollout policy must be a trained continuous d3rlpy algorithm."""
+    if policy is None:
+        return None
+    if not isinstance(policy, QLearningAlgoBase):
+        raise TypeError(
+            f"rollout_policy must be a trained d3rlpy algorithm (e.g. d3rlpy.algos.BCConfig().create(), fitted) or "
+            f"None, got {type(policy).__name__}."
+        )
+    if policy.impl is None:
+        raise ValueError(
+            f"rollout_policy ({type(policy).__name__}) has no networks yet; fit it on the task's data first."
+        )
+    if policy.get_action_type() != ActionSpace.CONTINUOUS:
+        raise ValueError(f"rollout_policy ({type(policy).__name__}) is for discrete actions; pass a continuous one.")
+    return policy
 
 
 def _config_class(algo_class: type[QLearningAlgoBase]) -> type[LearnableConfig]:
