@@ -5,6 +5,11 @@ the chip (a GPU with tensor cores, a CPU with AMX or AVX-512 bf16: yes; a CPU th
 development machines alone have measured both. The first time a process needs the choice for a device and a
 network width, :func:`resolve_precision` times a few products of that width in both precisions (a few hundred
 milliseconds), keeps the faster one for the rest of the process and logs it.
+
+On a CPU the products run on one torch thread and are timed by that thread's CPU time, so a busy machine cannot
+flip the choice: timed by the wall clock on two threads, with two other jobs on a 2-core EPYC, an fp32 product of
+width 64 took 16 ms instead of 0.12 (the OpenMP barrier waits for a thread the scheduler has parked) and the
+process chose bf16, which computes 46x slower there.
 """
 
 from __future__ import annotations
@@ -172,7 +177,19 @@ def network_width(net: nn.Module) -> int:
 def _matmul_seconds(device: torch.device, width: int) -> tuple[float, float]:
     """Median seconds of one ``(rows x width) @ (width x width)`` product in fp32 and under bf16 autocast, rows
     chosen for about 0.27 GFLOP per product on a CPU (a few ms) and 8192 on a GPU. A bf16 product whose first
-    run already takes 4x the fp32 median (CPUs that emulate bf16 run 10-300x slower) is not timed further."""
+    run already takes 4x the fp32 median (CPUs that emulate bf16 run 10-300x slower) is not timed further.
+    On a CPU: one torch thread, timed by its CPU time (the thread count is restored after)."""
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _matmul_seconds_here(device, width)
+        finally:
+            torch.set_num_threads(threads)
+    return _matmul_seconds_here(device, width)
+
+
+def _matmul_seconds_here(device: torch.device, width: int) -> tuple[float, float]:
     generator = torch.Generator(device).manual_seed(0)
     rows = 8192 if device.type == "cuda" else max(32, min(2048, 2**27 // width**2))
     a = torch.randn(rows, width, device=device, generator=generator)
@@ -190,12 +207,16 @@ def _matmul_seconds(device: torch.device, width: int) -> tuple[float, float]:
 
 
 def _median_seconds(fn: Callable[[], None], device: torch.device, budget_s: float, give_up_s: float) -> float:
+    """Median seconds of ``fn``: on CUDA by the wall clock after a synchronisation, on a CPU by the calling
+    thread's CPU time (time spent waiting for the core, while other processes run, does not count)."""
+    clock = time.perf_counter if device.type == "cuda" else time.thread_time
+
     def run() -> float:
-        start = time.perf_counter()
+        start = clock()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        return clock() - start
 
     first = run()  # warm-up (kernels load, caches fill)
     if first > give_up_s:

@@ -127,6 +127,24 @@ def test_auto_precision_follows_the_timing_and_stays_close_to_fp32(monkeypatch) 
     assert gap < 0.05  # bf16 matrix products, fp32 state: within a few bf16 roundings of fp32
 
 
+def test_auto_precision_times_the_cpu_on_one_thread_by_its_cpu_time(monkeypatch) -> None:
+    """A busy machine must not flip the choice: waiting for the core is not counted, and the products run on one
+    thread (two threads' OpenMP barrier waits for a parked thread: 16 ms per fp32 product instead of 0.12)."""
+    import time
+
+    cpu = torch.device("cpu")
+    assert device_module._median_seconds(lambda: time.sleep(0.02), cpu, budget_s=0.05, give_up_s=1.0) < 0.005
+    previous = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr(device_module, "_matmul_seconds_here", lambda d, w: seen.append(torch.get_num_threads()))
+    try:
+        torch.set_num_threads(2)
+        device_module._matmul_seconds(cpu, 64)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_labelled_variant_diffuses_state_action_pairs_and_labels_them_with_the_models(tmp_path) -> None:
     import dyaug.datasets
 
