@@ -20,7 +20,8 @@ row is ever drawn), so only the data differ:
 - ``dydiff-labels`` (exploratory, declared in PROTOCOL.md after the ``dydiff`` arm's results; reported apart): the
   ``dydiff`` arm with each generated row's next state from the dynamics ensemble (``labels="models"``);
 - ``dydiff-fixed`` (exploratory, declared likewise): the ``dydiff`` arm with every rollout driven by one fixed
-  policy, d3rlpy's BC trained on the real data for 20,000 steps with the run's seed, instead of the learner.
+  policy, d3rlpy's BC trained on the real data for 20,000 steps with the run's seed (scaled with ``--steps``:
+  0.4x the learner's), instead of the learner.
 
 The generators (SynthER and DyDiff, the frozen presets ``cpu-v1``: ``cpu`` as it was when the study began) are
 fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset
@@ -62,6 +63,7 @@ from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, tr
 import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions
 from dyaug.datasets.catalog import parse_dataset_id, resolve_env
+from dyaug.device import precision_timings
 
 ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
 EXPLORATORY = ("dydiff-labels", "dydiff-fixed")  # not pre-registered (PROTOCOL.md): reported apart from the main table
@@ -184,7 +186,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         record |= phase_summary(learner)
     if fixed is not None:
         record |= {k: v for k, v in fixed.items() if k != "algo"}
-    return record
+    return record | {"precision": precision_timings()}  # what precision="auto" measured and chose in this process
 
 
 def behaviour_cloning(real_buffer: Any, env_id: str, env_short: str, seed: int, args: argparse.Namespace) -> dict:

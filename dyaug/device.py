@@ -27,6 +27,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 ComputePrecision = Literal["fp32", "bf16"]
 _LOG = logging.getLogger("dyaug")
 _CHOICES: dict[tuple[str, int], tuple[ComputePrecision, float, float]] = {}
+_THREAD_CLOCK_IS_FINE = time.get_clock_info("thread_time").resolution <= 1e-6
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -208,8 +209,9 @@ def _matmul_seconds_here(device: torch.device, width: int) -> tuple[float, float
 
 def _median_seconds(fn: Callable[[], None], device: torch.device, budget_s: float, give_up_s: float) -> float:
     """Median seconds of ``fn``: on CUDA by the wall clock after a synchronisation, on a CPU by the calling
-    thread's CPU time (time spent waiting for the core, while other processes run, does not count)."""
-    clock = time.perf_counter if device.type == "cuda" else time.thread_time
+    thread's CPU time (time spent waiting for the core, while other processes run, does not count), unless that
+    clock is coarse (Windows: about 16 ms, longer than the products), where the wall clock is used."""
+    clock = time.thread_time if device.type == "cpu" and _THREAD_CLOCK_IS_FINE else time.perf_counter
 
     def run() -> float:
         start = clock()

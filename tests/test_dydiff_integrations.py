@@ -281,18 +281,20 @@ def test_a_fixed_rollout_policy_drives_every_phase_and_is_saved_with_the_augment
     bc = _bc(pendulum)
     before = _weights(bc)
     augmenter = _augmenter(generator, rollout_every=10, rollout_policy=bc)
-    newest = {}
+    newest = []
 
     def callback(algo, epoch: int, step: int) -> None:  # runs right after the phase of its step
-        if step == 20:
+        if step in (1, 10, 20):  # the newest rows: phase 0 (before step 0), then those of steps 10 and 20
             rows = augmenter.synthetic.transitions()[-augmenter.reports[-1].stats.transitions :]
             states = np.array(rows.observations)
-            newest.update(rollout=rows.actions, bc=bc.predict(states), learner=algo.predict(states))
+            newest.append((rows.actions, bc.predict(states), algo.predict(states)))
 
     augmenter.fit(pendulum, 30, 10, callback=callback, **QUIET)
-    # The rows follow the fixed policy, not the learner, and the fixed policy is never trained.
-    np.testing.assert_allclose(newest["rollout"], newest["bc"], atol=1e-6)
-    assert np.abs(newest["rollout"] - newest["learner"]).max() > 0.05
+    # Every phase's rows follow the fixed policy, not the learner, and the fixed policy is never trained.
+    assert len(newest) == 3 and augmenter.rollout_steps == [0, 10, 20]
+    for rollout, fixed, _ in newest:
+        np.testing.assert_allclose(rollout, fixed, atol=1e-6)
+    assert np.abs(newest[-1][0] - newest[-1][2]).max() > 0.05
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(bc), strict=True))
     assert "rollouts by a fixed BC" in repr(augmenter)
     loaded = DyDiffAugmenter.load(augmenter.save(tmp_path / "fixed"), device="cpu")
@@ -306,6 +308,10 @@ def test_a_fixed_rollout_policy_must_be_a_trained_algorithm_for_the_task(generat
         _augmenter(generator, rollout_policy=d3rlpy.algos.BCConfig().create("cpu:0"))
     with pytest.raises(TypeError, match="rollout_policy must be a trained d3rlpy algorithm"):
         _augmenter(generator, rollout_policy=torch.tanh)
+    learner = d3rlpy.algos.TD3PlusBCConfig(batch_size=32).create("cpu:0")
+    learner.build_with_dataset(_dataset(pendulum))
+    with pytest.raises(ValueError, match="is the learner itself; leave rollout_policy=None"):
+        _augmenter(generator, learner, rollout_policy=learner)
     wide = Transitions(
         np.tile(pendulum.observations, 2), pendulum.actions, pendulum.rewards, np.tile(pendulum.next_observations, 2),
         pendulum.terminals, pendulum.timeouts,

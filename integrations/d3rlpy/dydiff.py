@@ -1,5 +1,6 @@
 """DyDiff for d3rlpy 2.8: ``DyDiffAugmenter`` trains any continuous d3rlpy algorithm on real data mixed with
-policy-consistent synthetic trajectories, regenerated with the algorithm's current policy as it trains.
+policy-consistent synthetic trajectories, regenerated with the algorithm's current policy as it trains (or, as an
+ablation, with a fixed policy: ``rollout_policy``).
 
 Zhao et al. (2024), "Diffusion Models for Policy-Consistent Trajectory Generation" / DyDiff (arXiv 2405.19189).
 The generator and the rollout phases are :mod:`dyaug.dydiff`; this module binds them to d3rlpy: the policy
@@ -137,9 +138,9 @@ class DyDiffAugmenter:
     with d3rlpy's own ``fit`` on a :class:`DyDiffReplayBuffer`: before training step 0 and after every
     ``rollout_every`` steps, a rollout phase (:class:`~dyaug.dydiff.phases.RolloutPhases`) draws ``rollout_batch``
     start states uniformly from the real data, generates trajectories with the algorithm's current policy
-    (:class:`D3rlpyPolicy`) and appends them to a FIFO model buffer of ``buffer_size`` rows; batches hold
-    ``real_ratio`` real rows (all real while the model buffer is smaller than the synthetic share). The real data
-    is never modified.
+    (:class:`D3rlpyPolicy`; with ``rollout_policy``, that fixed policy's) and appends them to a FIFO model buffer
+    of ``buffer_size`` rows; batches hold ``real_ratio`` real rows (all real while the model buffer is smaller than
+    the synthetic share). The real data is never modified.
 
     >>> aug = DyDiffAugmenter(d3rlpy.algos.TD3PlusBCConfig(observation_scaler=StandardObservationScaler()))
     >>> aug.fit(dataset, n_steps=100_000, n_steps_per_epoch=1_000, evaluators={"env": EnvironmentEvaluator(env)})
@@ -195,7 +196,7 @@ class DyDiffAugmenter:
         self.preset = preset
         self.algo: QLearningAlgoBase = _make_algo(base_algo, self.device)
         self.generator = _make_generator(generator, preset, self.device, seed)
-        self.rollout_algo = _check_rollout_policy(rollout_policy)
+        self.rollout_algo = _check_rollout_policy(rollout_policy, self.algo)
         self.policy = D3rlpyPolicy(self.algo if self.rollout_algo is None else self.rollout_algo, policy_action)
         self.phases = RolloutPhases(self.generator, settings, seed=seed, env_id=env_id, next_actions=True)
         self.steps_done = 0  # training steps taken by fit() calls of this augmenter
@@ -401,10 +402,14 @@ def _load_algo(path: Path, device: torch.device, prefix: str = "") -> QLearningA
     return algo
 
 
-def _check_rollout_policy(policy: QLearningAlgoBase | None) -> QLearningAlgoBase | None:
-    """A fixed rollout policy must be a trained continuous d3rlpy algorithm."""
+def _check_rollout_policy(policy: QLearningAlgoBase | None, learner: QLearningAlgoBase) -> QLearningAlgoBase | None:
+    """A fixed rollout policy must be a built continuous d3rlpy algorithm other than the learner."""
     if policy is None:
         return None
+    if policy is learner:
+        raise ValueError(
+            "rollout_policy is the learner itself; leave rollout_policy=None for rollouts of the learning policy."
+        )
     if not isinstance(policy, QLearningAlgoBase):
         raise TypeError(
             f"rollout_policy must be a trained d3rlpy algorithm (e.g. d3rlpy.algos.BCConfig().create(), fitted) or "
