@@ -168,8 +168,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
     curve, train_s = [], 0.0
     for k in range(1, args.evaluations + 1):
         train_s += train(chunk)
-        returns = evaluate_returns(algo.predict, env_id, args.episodes, seed)
-        curve.append([k * chunk, float(np.mean(normalized_scores(env_short, returns)))])
+        curve.append([k * chunk, score(algo.predict, env_id, env_short, seed, args)])
     record = {
         "dataset": dataset,
         "algo": algo_name,
@@ -199,11 +198,19 @@ def behaviour_cloning(real_buffer: Any, env_id: str, env_short: str, seed: int, 
     bc = d3rlpy.algos.BCConfig(
         observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(), compile_graph=args.compile_graph
     ).create(device="cpu:0")
-    steps = FIXED_POLICY_STEPS if args.steps == STEPS else max(1, args.steps * FIXED_POLICY_STEPS // STEPS)
+    steps = max(1, args.steps * FIXED_POLICY_STEPS // STEPS)
     train_s = fit_offline(bc, real_buffer, steps)
-    returns = evaluate_returns(bc.predict, env_id, args.episodes, seed)
-    score = float(np.mean(normalized_scores(env_short, returns)))
-    return {"algo": bc, "rollout_policy_steps": steps, "rollout_policy_score": score, "rollout_policy_train_s": train_s}
+    return {
+        "algo": bc,
+        "rollout_policy_steps": steps,
+        "rollout_policy_score": score(bc.predict, env_id, env_short, seed, args),
+        "rollout_policy_train_s": train_s,
+    }
+
+
+def score(predict: Any, env_id: str, env_short: str, seed: int, args: argparse.Namespace) -> float:
+    """Mean D4RL-normalised return of ``predict`` over ``--episodes`` episodes (reset seeds from the run's seed)."""
+    return float(np.mean(normalized_scores(env_short, evaluate_returns(predict, env_id, args.episodes, seed))))
 
 
 # ------------------------------------------------------------------------------------------------- statistics
