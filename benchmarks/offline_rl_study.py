@@ -25,8 +25,9 @@ row is ever drawn), so only the data differ:
 
 The generators (SynthER and DyDiff, the frozen presets ``cpu-v1``: ``cpu`` as it was when the study began) are
 fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset
-only), and stored under ``--out/generators`` (loaded on a rerun). Each finished run is stored as JSON under
-``--out``: an interrupted study resumes where it stopped; ``--report`` reads every stored run.
+only), and stored under ``--generators`` (loaded on a rerun; large, not committed). Each finished run is stored as
+a small JSON record under ``--out``, by default ``benchmarks/results/offline_rl_study/`` in the repository: commit
+the records, and the results and the resume point survive a fresh clone; ``--report`` reads every stored run.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ EXPLORATORY = ("dydiff-labels", "dydiff-fixed")  # not pre-registered (PROTOCOL.
 DYDIFF_LABELS = {"dydiff": "trajectory", "dydiff-labels": "models", "dydiff-fixed": "trajectory"}
 REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0} | dict.fromkeys(DYDIFF_LABELS, 0.6)
 FIXED_POLICY_STEPS = 20_000  # the dydiff-fixed arm's behaviour cloning (PROTOCOL.md, exploratory arm 2)
-OUT = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "offline_rl_study"  # the run records: small JSON files, committed
+TRANSCRIBED = ROOT / "benchmarks" / "results" / "offline_rl_study_transcribed.json"  # final scores of lost records
+GENERATORS = ROOT / "runs" / "offline_rl_study" / "generators"  # fitted generators and samples: large, not committed
 STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
 
 
@@ -97,7 +101,7 @@ class Generators:
     def __init__(self, name: str, real: Transitions, env_id: str, args: argparse.Namespace) -> None:
         self.name, self.real, self.env_id, self.args = name, real, env_id, args
         preset = "" if args.generator_preset == "cpu-v1" else f"-{args.generator_preset}"  # the study's: no suffix
-        base = args.out / "generators" / f"{slug(name)}-seed{args.generator_seed}{preset}"
+        base = args.generators / f"{slug(name)}-seed{args.generator_seed}{preset}"
         self.synther_path, self.dydiff_path = (
             base.with_name(base.name + "-synther"),
             base.with_name(base.name + "-dydiff"),
@@ -246,18 +250,36 @@ def paired(records: list[dict], arm: str, reference: str = "base") -> str:
     return f"{mean:+.1f} ± {half:.1f} ({verdict})"
 
 
+def stored_runs(out: Path, transcribed: Path | None) -> list[dict]:
+    """Every run record under ``out``, and from ``transcribed`` the final scores of runs whose records were lost
+    (``"transcribed": true``: no curve, no phases), each only where no record of the same run replaces it."""
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    have = {run_key(r) for r in records}
+    lost = json.loads(transcribed.read_text())["runs"] if transcribed is not None and transcribed.exists() else []
+    return records + [r for r in lost if run_key(r) not in have]
+
+
+def run_key(run: dict) -> tuple:
+    return (*row(run), run["arm"], run["seed"])
+
+
 def report(args: argparse.Namespace) -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]
+    runs = stored_runs(args.out, TRANSCRIBED if args.out == OUT else None)
     if not runs:
         print("no stored runs under", args.out)
         return
+    recorded = [r for r in runs if not r.get("transcribed")]
     print(f"### Offline-RL study ({min(r['date'] for r in runs)} to {max(r['date'] for r in runs)})\n")
-    print(f"- machine: {runs[0]['machine']}")
+    if recorded:
+        print(f"- machine: {recorded[0]['machine']}")
     print(
         "- protocol: [benchmarks/PROTOCOL.md](PROTOCOL.md); command: `python benchmarks/offline_rl_study.py "
         "--datasets <d> --algos <a>` (one process per core), then `--report`"
     )
-    print(f"- {len(runs)} runs, {sum(r['train_s'] for r in runs) / 3600:.1f} h of training in all\n")
+    print(
+        f"- {len(runs)} runs; {len(recorded)} stored records, {sum(r['train_s'] for r in recorded) / 3600:.1f} h of "
+        f"training; {len(runs) - len(recorded)} transcribed final scores (`{shown(TRANSCRIBED)}`: records lost)\n"
+    )
     print(
         "D4RL-normalised score of the final policy, mean ± 95% interval over seeds; beside each augmented arm, its "
         "paired per-seed difference to base with its 95% interval.\n"
@@ -270,7 +292,10 @@ def report(args: argparse.Namespace) -> None:
         cells = [cell([r["score"] for r in rs if r["arm"] == "base"])]
         for arm in ARMS[1:]:
             cells += [cell([r["score"] for r in rs if r["arm"] == arm]), paired(rs, arm)]
-        print(f"| {dataset} | {algo} | " + " | ".join(cells) + " |")
+        mark = " †" if any(r.get("transcribed") for r in rs) else ""
+        print(f"| {dataset}{mark} | {algo} | " + " | ".join(cells) + " |")
+    if any(r.get("transcribed") for r in runs):
+        print("\n† some of the row's scores are transcribed final scores (one decimal) of runs whose records are lost.")
     exploratory(runs)
     dydiff_phases(runs)
     plot_curves(runs, args.out)
@@ -300,13 +325,14 @@ def exploratory(runs: list[dict]) -> None:
             print(
                 f"| {dataset} | {algo} | {arm} | {cell([r['score'] for r in mine])} | {paired(rs, arm)} | "
                 f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} | "
-                f"{paired(rs, arm, 'dydiff')} | {cell(fixed) if fixed else 'the learner'} |"
+                f"{paired(rs, arm, 'dydiff')} | {cell(fixed) if arm == 'dydiff-fixed' else 'the learner'} |"
             )
 
 
 def dydiff_phases(runs: list[dict]) -> None:
     """What the DyDiff arm's rollout phases put in the learner's batches, per row of the study (means over seeds):
     the evidence beside its score (:func:`common.phase_summary`)."""
+    runs = [r for r in runs if not r.get("transcribed")]  # a transcribed run kept its score only
     keys = sorted({(*row(r), r["arm"]) for r in runs if r["arm"] in DYDIFF_LABELS})
     if not keys:
         return
@@ -338,7 +364,10 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [r for r in runs if not r.get("transcribed")]  # a transcribed run kept no curve
     keys = sorted({row(r) for r in runs})
+    if not keys:
+        return
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
         for i, arm in enumerate(ARMS + EXPLORATORY):
@@ -382,7 +411,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--buffer-size", type=int, default=100_000)
     parser.add_argument("--compile-graph", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help="the run records (commit them: the study's results)")
+    parser.add_argument("--generators", type=Path, default=GENERATORS, help="fitted generators and their samples")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny presets, 400 steps, 1 seed")
     args = parser.parse_args()
@@ -390,7 +420,7 @@ def parse_args() -> argparse.Namespace:
         args.preset, args.steps, args.seeds, args.synthetic, args.episodes = "tiny", 400, [0], 2_000, 1
         args.generator_preset = "tiny"
         args.datasets, args.rollout_every, args.evaluations = ["dyaug/hopper/medium-replay-tiny-v0"], 100, 2
-        args.out = args.out.with_name(args.out.name + "_quick")
+        args.out, args.generators = ROOT / "runs" / "offline_rl_study_quick", ROOT / "runs" / "offline_rl_study_quick"
     args.quiet = {"show_progress": False, "logger_adapter": __import__("d3rlpy").logging.NoopAdapterFactory()}
     args.d3rlpy_device = "cpu:0"
     return args
@@ -401,7 +431,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     quiet_d3rlpy()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    (args.out / "generators").mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.generators.mkdir(parents=True, exist_ok=True)
     if args.report:
         report(args)
         return
