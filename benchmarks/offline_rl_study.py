@@ -25,9 +25,10 @@ row is ever drawn), so only the data differ:
 
 The generators (SynthER and DyDiff, the frozen presets ``cpu-v1``: ``cpu`` as it was when the study began) are
 fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% subset's generators see the subset
-only), and stored under ``--generators`` (loaded on a rerun; large, not committed). Each finished run is stored as
-a small JSON record under ``--out``, by default ``benchmarks/results/offline_rl_study/`` in the repository: commit
-the records, and the results and the resume point survive a fresh clone; ``--report`` reads every stored run.
+only), trained and sampled in ``--generator-precision``, and stored under ``--generators`` (loaded on a rerun;
+large, not committed). Each finished run is stored as a small JSON record under ``--out``, by default
+``benchmarks/results/offline_rl_study/`` in the repository: commit the records, and the results and the resume
+point survive a fresh clone; ``--report`` reads every stored run.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Generators:
             base.with_name(base.name + "-dydiff"),
         )
         self.samples_path = base.with_name(base.name + f"-samples{args.synthetic}.safetensors")
+        self.precision = {"train_precision": args.generator_precision, "sample_precision": args.generator_precision}
 
     def synthetic(self) -> Transitions:
         from dyaug.persistence import load_checkpoint, save_checkpoint
@@ -116,9 +118,11 @@ class Generators:
             return Transitions(**{k: v.numpy() for k, v in tensors.items()})
         path = self.synther_path
         if path.exists():
-            generator = SynthER.load(path, device="cpu")
+            generator = SynthER.load(path, device="cpu", sample_precision=self.args.generator_precision)
         else:
-            generator = SynthER(self.args.generator_preset, device="cpu", seed=self.args.generator_seed)
+            generator = SynthER(
+                self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision
+            )
             generator.fit(self.real, env_id=self.env_id, progress=False)
             generator.save(path)
         samples = generator.sample(self.args.synthetic, seed=self.args.generator_seed, progress=False)
@@ -129,10 +133,14 @@ class Generators:
     def dydiff(self, labels: str) -> DyDiff:
         """The stored DyDiff with ``labels`` (a rollout setting: the same fitted models for every arm)."""
         if not self.dydiff_path.exists():
-            generator = DyDiff(self.args.generator_preset, device="cpu", seed=self.args.generator_seed)
+            generator = DyDiff(
+                self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision
+            )
             generator.fit(self.real, env_id=self.env_id, progress=False)
             generator.save(self.dydiff_path)
-        return DyDiff.load(self.dydiff_path, device="cpu", labels=labels)
+        return DyDiff.load(
+            self.dydiff_path, device="cpu", labels=labels, sample_precision=self.args.generator_precision
+        )
 
 
 def build_algo(name: str, task: str, seed: int, args: argparse.Namespace) -> Any:
@@ -404,6 +412,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--generator-preset", default="cpu-v1", help="SynthER and DyDiff preset (cpu-v1: the frozen cpu preset)"
     )
+    parser.add_argument(
+        "--generator-precision", default="fp32", choices=["fp32", "bf16", "auto"],
+        help="the generators' training and sampling precision (fp32: what 'auto' chose for every generator of the "
+        "study's first runs, on a CPU without bf16 instructions; pinned so that every machine computes the same)",
+    )  # fmt: skip
     parser.add_argument("--synthetic", type=int, default=1_000_000, help="SynthER samples per dataset")
     parser.add_argument("--generator-seed", type=int, default=0)
     parser.add_argument("--rollout-every", type=int, default=2_500)
