@@ -190,6 +190,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         "score": curve[-1][1],
         "curve": curve,
         "train_s": train_s,
+        "generator_precision": None if arm == "base" else args.generator_precision,
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
