@@ -42,6 +42,7 @@ from torch import nn
 
 from dyaug import SynthER
 from dyaug.data import Transitions
+from dyaug.device import network_width, precision_timings, resolve_precision
 from dyaug.diffusion.edm import EDMDenoiser
 from dyaug.diffusion.samplers import DPMSolverSampler, DPMSolverSDESampler, HeunSampler, _Sampler
 
@@ -66,6 +67,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--train-steps", type=int, default=20_000)
+    parser.add_argument(
+        "--labels", default="joint", choices=["joint", "models"],
+        help="joint: the paper's model, diffusing s' and r too (default); models: the cpu preset's labelled variant",
+    )  # fmt: skip
     parser.add_argument("--save-checkpoint", default=None, help="where to save the model trained here")
     parser.add_argument("--batch", type=int, default=10_000, help="transitions per sampler call (speed)")
     parser.add_argument("--timed-steps", type=int, default=4, help="Heun steps timed per variant")
@@ -123,8 +128,9 @@ def fitted_generator(args: argparse.Namespace, device: torch.device) -> tuple[Sy
     dataset = dyaug.datasets.load(args.dataset)
     start = time.perf_counter()
     generator = SynthER(
-        "cpu", device=device, seed=args.seed, width=args.width, depth=args.depth, train_steps=args.train_steps
-    ).fit(dataset)
+        "cpu", device=device, seed=args.seed, width=args.width, depth=args.depth, train_steps=args.train_steps,
+        labels=args.labels,
+    ).fit(dataset)  # fmt: skip
     seconds = time.perf_counter() - start
     if args.save_checkpoint:
         generator.save(args.save_checkpoint)
@@ -247,6 +253,12 @@ def main() -> None:
         f"- paper sampler: {PAPER_SAMPLER}; {evaluations} network evaluations; batch {args.batch:,}; "
         f"s_eval timed on {timed_sampler.n_steps} steps ({timed_sampler.network_evaluations} evaluations), "
         f"median of {args.repeats} after a warm-up"
+    )
+    auto = resolve_precision("auto", device, width=network_width(generator.model.network))
+    timing = precision_timings()[f"{device} width {network_width(generator.model.network)}"]
+    print(
+        f"- precision 'auto' (every preset's default) picks **{auto}** for this network on this device "
+        f"(one product of its width: fp32 {timing['fp32_ms']:.2f} ms, bf16 {timing['bf16_ms']:.2f} ms)"
     )
     print(
         "- matmul (batch x 1024) @ (1024 x 1024): "
