@@ -305,9 +305,23 @@ def report(args: argparse.Namespace) -> None:
         print(f"| {dataset}{mark} | {algo} | " + " | ".join(cells) + " |")
     if any(r.get("transcribed") for r in runs):
         print("\n† some of the row's scores are transcribed final scores (one decimal) of runs whose records are lost.")
+    per_seed(runs, keys)
     exploratory(runs)
     dydiff_phases(runs)
     plot_curves(runs, args.out)
+
+
+def per_seed(runs: list[dict], keys: list[tuple[str, str]]) -> None:
+    """Each row's final scores by seed, per pre-registered arm (the numbers behind its means and paired Δ)."""
+    print("\nPer seed (final score; seeds in order):\n")
+    print("| dataset | algorithm | seeds | " + " | ".join(ARMS) + " |")
+    print("|---|---|---|" + "---|" * len(ARMS))
+    for dataset, algo in keys:
+        rs = [r for r in runs if row(r) == (dataset, algo) and r["arm"] in ARMS]
+        seeds = sorted({r["seed"] for r in rs})
+        score = {(r["arm"], r["seed"]): r["score"] for r in rs}
+        cells = [" / ".join(f"{score[arm, s]:.1f}" if (arm, s) in score else "-" for s in seeds) for arm in ARMS]
+        print(f"| {dataset} | {algo} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
 
 
 def exploratory(runs: list[dict]) -> None:
