@@ -344,10 +344,10 @@ def exploratory(runs: list[dict]) -> None:
             seeds = {r["seed"] for r in mine}
             fixed = [r["rollout_policy_score"] for r in mine if "rollout_policy_score" in r]
             dydiff = [r["score"] for r in rs if r["arm"] == "dydiff" and r["seed"] in seeds]
-            per_seed = " / ".join(f"{r['score']:.1f}" for r in mine)
+            by_seed = " / ".join(f"{r['score']:.1f}" for r in mine)
             print(
                 f"| {dataset} | {algo} | {arm} | {cell([r['score'] for r in mine])} | {paired(rs, arm)} | "
-                f"{per_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} | "
+                f"{by_seed} (seeds {', '.join(str(s) for s in sorted(seeds))}) | {cell(dydiff)} | "
                 f"{paired(rs, arm, 'dydiff')} | {cell(fixed) if arm == 'dydiff-fixed' else 'the learner'} |"
             )
 
