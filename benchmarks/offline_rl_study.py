@@ -407,7 +407,8 @@ def plot_curves(runs: list[dict], out: Path) -> None:
         ax.set_ylabel("D4RL-normalised score")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = (PLOTS if out == OUT else out) / "offline_rl_study.png"
+    # offline_rl_study.png holds the curves of the first 81 runs, drawn before their records were lost
+    path = (PLOTS if out == OUT else out) / "offline_rl_study_recorded.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"\nLearning curves (mean ± std over seeds): `{shown(path)}`")
