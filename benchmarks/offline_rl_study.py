@@ -268,6 +268,11 @@ def stored_runs(out: Path, transcribed: Path | None) -> list[dict]:
     return records + [r for r in lost if run_key(r) not in have]
 
 
+def with_records(runs: list[dict]) -> list[dict]:
+    """The runs with a full record (a transcribed run kept its final score only: no curve, no phases)."""
+    return [r for r in runs if not r.get("transcribed")]
+
+
 def run_key(run: dict) -> tuple:
     return (*row(run), run["arm"], run["seed"])
 
@@ -277,7 +282,7 @@ def report(args: argparse.Namespace) -> None:
     if not runs:
         print("no stored runs under", args.out)
         return
-    recorded = [r for r in runs if not r.get("transcribed")]
+    recorded = with_records(runs)
     print(f"### Offline-RL study ({min(r['date'] for r in runs)} to {max(r['date'] for r in runs)})\n")
     if recorded:
         print(f"- machine: {recorded[0]['machine']}")
@@ -355,7 +360,7 @@ def exploratory(runs: list[dict]) -> None:
 def dydiff_phases(runs: list[dict]) -> None:
     """What the DyDiff arm's rollout phases put in the learner's batches, per row of the study (means over seeds):
     the evidence beside its score (:func:`common.phase_summary`)."""
-    runs = [r for r in runs if not r.get("transcribed")]  # a transcribed run kept its score only
+    runs = with_records(runs)
     keys = sorted({(*row(r), r["arm"]) for r in runs if r["arm"] in DYDIFF_LABELS})
     if not keys:
         return
@@ -387,7 +392,7 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in runs if not r.get("transcribed")]  # a transcribed run kept no curve
+    runs = with_records(runs)
     keys = sorted({row(r) for r in runs})
     if not keys:
         return
@@ -449,7 +454,7 @@ def parse_args() -> argparse.Namespace:
         args.preset, args.steps, args.seeds, args.synthetic, args.episodes = "tiny", 400, [0], 2_000, 1
         args.generator_preset = "tiny"
         args.datasets, args.rollout_every, args.evaluations = ["dyaug/hopper/medium-replay-tiny-v0"], 100, 2
-        args.out, args.generators = ROOT / "runs" / "offline_rl_study_quick", ROOT / "runs" / "offline_rl_study_quick"
+        args.out = args.generators = ROOT / "runs" / "offline_rl_study_quick"
     args.quiet = {"show_progress": False, "logger_adapter": __import__("d3rlpy").logging.NoopAdapterFactory()}
     args.d3rlpy_device = "cpu:0"
     return args

@@ -254,8 +254,9 @@ def main() -> None:
         f"s_eval timed on {timed_sampler.n_steps} steps ({timed_sampler.network_evaluations} evaluations), "
         f"median of {args.repeats} after a warm-up"
     )
-    auto = resolve_precision("auto", device, width=network_width(generator.model.network))
-    timing = precision_timings()[f"{device} width {network_width(generator.model.network)}"]
+    width = network_width(generator.model.network)
+    auto = resolve_precision("auto", device, width=width)
+    timing = precision_timings()[f"{device} width {width}"]
     print(
         f"- precision 'auto' (every preset's default) picks **{auto}** for this network on this device "
         f"(one product of its width: fp32 {timing['fp32_ms']:.2f} ms, bf16 {timing['bf16_ms']:.2f} ms)"
