@@ -32,9 +32,13 @@ from synther_fidelity import ensemble_predictions, split_episodes, with_noise
 
 import dyaug.datasets
 from dyaug import SynthER, Transitions
+from dyaug.device import network_width, resolve_precision
 from dyaug.metrics import dynamics_error
 
-OUT = Path(__file__).resolve().parents[1] / "runs" / "synther_levers"
+# the small JSON records live in the repository (commit them: a fresh clone keeps the results and the resume
+# point); the fitted generators, large, in the working area
+OUT = Path(__file__).resolve().parent / "results" / "synther_levers"
+GENERATORS = Path(__file__).resolve().parents[1] / "runs" / "synther_levers" / "generators"
 # the former cpu preset (until 2026-12-06), spelled out: 256x3, 20k steps, 32 deterministic Heun steps
 OLD = {
     "budget": False,
@@ -58,6 +62,11 @@ ARMS: dict[str, dict] = {
     "constant-lr": {"lr": 1e-4, "cosine_decay": False},
     "labels=models": {"labels": "models"},
     "residual+labels=models": {"residual": True, "labels": "models"},
+    # size against time where bf16 is fast (added 2026-12-07): the labelled preset pinned to fp32, and wider
+    # labelled networks in "auto" precision, each for the same CPU budget
+    "labels=models+fp32": {"labels": "models", "train_precision": "fp32", "sample_precision": "fp32"},
+    "labels=models+w512": {"labels": "models", "width": 512},
+    "labels=models+w1024": {"labels": "models", "width": 1024, "depth": 4},
 }
 CHECK = ("state_error_median", "state_error_mean", "reward_error_mean", "terminal_agreement")
 
@@ -139,7 +148,7 @@ def run_arm(dataset: str, arm: str, args: argparse.Namespace) -> dict:
     began, wall = time.process_time(), time.perf_counter()
     samples = generator.sample(args.samples, seed=args.seed, progress=False)
     sample_cpu, sample_wall = time.process_time() - began, time.perf_counter() - wall
-    path = OUT / "generators" / f"{dataset.replace('/', '_')}-{arm}-seed{args.seed}"
+    path = GENERATORS / f"{dataset.replace('/', '_')}-{arm}-seed{args.seed}"
     path.parent.mkdir(parents=True, exist_ok=True)
     generator.save(path if generator.model.labeller is not None else path.with_suffix(".safetensors"))
     return {
@@ -151,6 +160,10 @@ def run_arm(dataset: str, arm: str, args: argparse.Namespace) -> dict:
         "probe_steps_per_cpu_s": rate,
         "train_steps": steps,
         "params": sum(p.numel() for p in generator.model.network.parameters()),
+        # what "auto" resolved to for this network on this machine (the same cached choice the fit used)
+        "precision": resolve_precision(
+            generator.config.train_precision, "cpu", width=network_width(generator.model.network)
+        ),
         "fit_cpu_s": fit_cpu,
         "sample_cpu_s": sample_cpu,
         "sample_wall_s": sample_wall,
@@ -185,14 +198,15 @@ def report(dataset: str, args: argparse.Namespace) -> None:
         f"{ensemble:.3f} (fit {base['ensemble_fit_cpu_s'] / 60:.1f} CPU min)\n"
     )
     print(
-        "| arm | params | steps | fit CPU min | state err median | mean | reward err | terminal agree | "
+        "| arm | params | precision | steps | fit CPU min | state err median | mean | reward err | terminal agree | "
         "÷ noise 0.1 | ÷ ensemble |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(runs, key=lambda r: r["check"]["state_error_median"]):
         c = r["check"]
         print(
-            f"| {r['arm']} | {r['params'] / 1e6:.2f}M | {r['train_steps']:,} | {r['fit_cpu_s'] / 60:.1f} | "
+            f"| {r['arm']} | {r['params'] / 1e6:.2f}M | {r.get('precision', 'fp32')} | {r['train_steps']:,} | "
+            f"{r['fit_cpu_s'] / 60:.1f} | "
             f"{c['state_error_median']:.3f} | {c['state_error_mean']:.3f} | {c['reward_error_mean']:.3f} | "
             f"{c['terminal_agreement']:.3f} | {c['state_error_median'] / noise:.2f} | "
             f"{c['state_error_median'] / ensemble:.2f} |"
@@ -209,7 +223,7 @@ def split_columns(dataset: str, first: int, args: argparse.Namespace) -> None:
     name = dataset.replace("/", "_")
     rows = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
     candidates = {"real + noise 0.1": with_noise(rows, 0.1, args.seed)}
-    saved = sorted((OUT / "generators").glob(f"{name}-*-seed{args.seed}*"))
+    saved = sorted(GENERATORS.glob(f"{name}-*-seed{args.seed}*"))
     for path in saved:
         generator = SynthER.load(path, device="cpu")
         arm = path.name.removeprefix(f"{name}-").split(f"-seed{args.seed}")[0]
@@ -246,9 +260,9 @@ def resample(dataset: str, sampling: dict, args: argparse.Namespace) -> None:
           "| ÷ noise 0.1 | ÷ ensemble |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for arm in args.arms:
-        path = next(iter(sorted((OUT / "generators").glob(f"{name}-{arm}-seed{args.seed}*"))), None)
+        path = next(iter(sorted(GENERATORS.glob(f"{name}-{arm}-seed{args.seed}*"))), None)
         if path is None:
-            print(f"| {arm} | no saved fit of this arm under {shown(OUT / 'generators')} | | | | | | | | |")
+            print(f"| {arm} | no saved fit of this arm under {shown(GENERATORS)} | | | | | | | | |")
             continue
         for settings in ({}, sampling):
             generator = SynthER.load(path, device="cpu", **settings)
