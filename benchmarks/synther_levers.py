@@ -32,7 +32,7 @@ from synther_fidelity import ensemble_predictions, split_episodes, with_noise
 
 import dyaug.datasets
 from dyaug import SynthER, Transitions
-from dyaug.device import network_width, resolve_precision
+from dyaug.device import network_width, precision_timings, resolve_precision
 from dyaug.metrics import dynamics_error
 
 # the small JSON records live in the repository (commit them: a fresh clone keeps the results and the resume
@@ -62,11 +62,15 @@ ARMS: dict[str, dict] = {
     "constant-lr": {"lr": 1e-4, "cosine_decay": False},
     "labels=models": {"labels": "models"},
     "residual+labels=models": {"residual": True, "labels": "models"},
-    # size against time where bf16 is fast (added 2026-12-07): the labelled preset pinned to fp32, and wider
-    # labelled networks in "auto" precision, each for the same CPU budget
-    "labels=models+fp32": {"labels": "models", "train_precision": "fp32", "sample_precision": "fp32"},
+    # size against time where bf16 is fast (added 2026-12-07): the labelled preset and wider labelled networks,
+    # each for the same CPU budget, in "auto" precision (the record names auto's choice) or pinned
     "labels=models+w512": {"labels": "models", "width": 512},
     "labels=models+w1024": {"labels": "models", "width": 1024, "depth": 4},
+    **{
+        f"labels=models{wide}+{p}": {"labels": "models", **size, "train_precision": p, "sample_precision": p}
+        for wide, size in (("", {}), ("+w512", {"width": 512}))
+        for p in ("fp32", "bf16")
+    },
 }
 CHECK = ("state_error_median", "state_error_mean", "reward_error_mean", "terminal_agreement")
 
@@ -164,6 +168,7 @@ def run_arm(dataset: str, arm: str, args: argparse.Namespace) -> dict:
         "precision": resolve_precision(
             generator.config.train_precision, "cpu", width=network_width(generator.model.network)
         ),
+        "auto_precision_timings": precision_timings(),  # what "auto" measured in this process, if it was asked
         "fit_cpu_s": fit_cpu,
         "sample_cpu_s": sample_cpu,
         "sample_wall_s": sample_wall,
