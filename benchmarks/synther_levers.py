@@ -45,6 +45,9 @@ OLD = {
     **{"width": 256, "depth": 3, "train_steps": 20_000, "sampler_steps": 32, "residual": False},
     **{"transform": "none", "labels": "joint", "ema_decay": 0.995, "lr": 3e-4, "cosine_decay": True},
 }
+# training and sampling pinned to one precision
+FP32 = {"train_precision": "fp32", "sample_precision": "fp32"}
+BF16 = {"train_precision": "bf16", "sample_precision": "bf16"}
 ARMS: dict[str, dict] = {
     "old": OLD,
     # with the per-column quantile transform of sparse or heavy-tailed columns (contact forces)
@@ -66,11 +69,10 @@ ARMS: dict[str, dict] = {
     # each for the same CPU budget, in "auto" precision (the record names auto's choice) or pinned
     "labels=models+w512": {"labels": "models", "width": 512},
     "labels=models+w1024": {"labels": "models", "width": 1024, "depth": 4},
-    **{
-        f"labels=models{wide}+{p}": {"labels": "models", **size, "train_precision": p, "sample_precision": p}
-        for wide, size in (("", {}), ("+w512", {"width": 512}))
-        for p in ("fp32", "bf16")
-    },
+    "labels=models+fp32": {"labels": "models", **FP32},
+    "labels=models+bf16": {"labels": "models", **BF16},
+    "labels=models+w512+fp32": {"labels": "models", "width": 512, **FP32},
+    "labels=models+w512+bf16": {"labels": "models", "width": 512, **BF16},
 }
 CHECK = ("state_error_median", "state_error_mean", "reward_error_mean", "terminal_agreement")
 
@@ -210,7 +212,7 @@ def report(dataset: str, args: argparse.Namespace) -> None:
     for r in sorted(runs, key=lambda r: r["check"]["state_error_median"]):
         c = r["check"]
         print(
-            f"| {r['arm']} | {r['params'] / 1e6:.2f}M | {r.get('precision', 'fp32')} | {r['train_steps']:,} | "
+            f"| {r['arm']} | {r['params'] / 1e6:.2f}M | {r['precision']} | {r['train_steps']:,} | "
             f"{r['fit_cpu_s'] / 60:.1f} | "
             f"{c['state_error_median']:.3f} | {c['state_error_mean']:.3f} | {c['reward_error_mean']:.3f} | "
             f"{c['terminal_agreement']:.3f} | {c['state_error_median'] / noise:.2f} | "
