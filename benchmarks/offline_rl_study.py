@@ -61,6 +61,7 @@ from common import (
     stored_run,
 )
 from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
+from dyaug.integrations.d3rlpy.training_state import load_training_state, save_training_state
 
 import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions
@@ -76,6 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "offline_rl_study"  # the run records: small JSON files, committed
 TRANSCRIBED = ROOT / "benchmarks" / "results" / "offline_rl_study_transcribed.json"  # final scores of lost records
 GENERATORS = ROOT / "runs" / "offline_rl_study" / "generators"  # fitted generators and samples: large, not committed
+PARTIAL = ROOT / "runs" / "offline_rl_study" / "partial"  # unfinished runs' training states: large, not committed
 STEPS = 50_000  # the protocol's budget; runs of another length (a declared extension) are stored and shown apart
 
 
@@ -151,8 +153,15 @@ def build_algo(name: str, task: str, seed: int, args: argparse.Namespace) -> Any
     return {"diffusion_ql": diffusion_ql, "srpo": srpo}[name](task, seed, args)
 
 
-def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args: argparse.Namespace) -> dict:
-    """Train one (dataset, algorithm, arm, seed) with evaluations after every tenth of the steps."""
+def run_one(
+    dataset: str, algo_name: str, arm: str, seed: int, data: dict, args: argparse.Namespace, partial: Path
+) -> dict:
+    """Train one (dataset, algorithm, arm, seed) with evaluations after every tenth of the steps (for SRPO: of its
+    actor's steps, after the behaviour model and critic have had theirs).
+
+    Runs without DyDiff store their whole training state at ``partial`` after each evaluation (and after SRPO's
+    pretraining) and continue from it when restarted: bit for bit on the same machine. A DyDiff run starts again
+    (its model buffer is not stored)."""
     real, env_id, env_short, generators = data["real"], data["env_id"], data["env_short"], data["generators"]
     task = "-".join(parse_dataset_id(parent_name(dataset))[:2])
     real_buffer = transitions_to_d3rlpy(real)
@@ -170,6 +179,8 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
             start = time.perf_counter()
             learner.fit(real_buffer, n_steps=steps, n_steps_per_epoch=args.rollout_every, **args.quiet)
             return time.perf_counter() - start
+
+        progress: dict[str, Any] = {"curve": [], "train_s": 0.0, "resumed_at": []}
     else:
         synthetic = real[:1] if arm == "base" else generators.synthetic()
         buffer = SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=REAL_RATIO[arm])
@@ -177,10 +188,18 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         def train(steps: int) -> float:
             return fit_offline(algo, buffer, steps)
 
-    curve, train_s = [], 0.0
-    for k in range(1, args.evaluations + 1):
-        train_s += train(chunk)
+        progress = resume(algo, buffer, partial)
+        if algo_name == "srpo" and not progress["pretrained"]:  # behaviour model and critic first, not evaluated
+            progress["train_s"] += train(algo.config.phases().remaining(algo.steps_done) - algo.config.actor_steps)
+            progress["pretrained"] = True
+            save_training_state(algo, partial, **progress)
+    curve = progress["curve"]
+    for k in range(len(curve) + 1, args.evaluations + 1):
+        progress["train_s"] += train(chunk)
         curve.append([k * chunk, score(algo.predict, env_id, env_short, seed, args)])
+        if arm not in DYDIFF_LABELS and k < args.evaluations:
+            save_training_state(algo, partial, **progress)
+    train_s = progress["train_s"]
     record = {
         "dataset": dataset,
         "algo": algo_name,
@@ -191,6 +210,7 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
         "curve": curve,
         "train_s": train_s,
         "generator_precision": None if arm == "base" else args.generator_precision,
+        "resumed_at": progress["resumed_at"],  # evaluations done before each restart from the stored state
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
@@ -199,6 +219,17 @@ def run_one(dataset: str, algo_name: str, arm: str, seed: int, data: dict, args:
     if fixed is not None:
         record |= {k: v for k, v in fixed.items() if k != "algo"}
     return record | {"precision": precision_timings()}  # what precision="auto" measured and chose in this process
+
+
+def resume(algo: Any, buffer: Any, partial: Path) -> dict[str, Any]:
+    """A run's progress (curve, training seconds, SRPO's pretraining done, restarts), restored with the algorithm's
+    training state and the global RNGs from ``partial`` when an earlier process stored them there."""
+    if not partial.exists():
+        return {"curve": [], "train_s": 0.0, "pretrained": False, "resumed_at": []}
+    progress = load_training_state(algo, partial, buffer)
+    progress["resumed_at"].append(len(progress["curve"]))
+    print(f"resumed {partial.name} after {len(progress['curve'])} evaluations", file=sys.stderr, flush=True)
+    return progress
 
 
 def behaviour_cloning(real_buffer: Any, env_id: str, env_short: str, seed: int, args: argparse.Namespace) -> dict:
@@ -447,6 +478,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT, help="the run records (commit them: the study's results)")
     parser.add_argument("--generators", type=Path, default=GENERATORS, help="fitted generators and their samples")
+    parser.add_argument("--partial", type=Path, default=PARTIAL, help="unfinished runs' training states (resume)")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny presets, 400 steps, 1 seed")
     args = parser.parse_args()
@@ -455,6 +487,7 @@ def parse_args() -> argparse.Namespace:
         args.generator_preset = "tiny"
         args.datasets, args.rollout_every, args.evaluations = ["dyaug/hopper/medium-replay-tiny-v0"], 100, 2
         args.out = args.generators = ROOT / "runs" / "offline_rl_study_quick"
+        args.partial = args.out / "partial"
     args.quiet = {"show_progress": False, "logger_adapter": __import__("d3rlpy").logging.NoopAdapterFactory()}
     args.d3rlpy_device = "cpu:0"
     return args
@@ -467,6 +500,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     args.out.mkdir(parents=True, exist_ok=True)
     args.generators.mkdir(parents=True, exist_ok=True)
+    args.partial.mkdir(parents=True, exist_ok=True)
     if args.report:
         report(args)
         return
@@ -480,14 +514,17 @@ def main() -> None:
         for seed in args.seeds:
             for algo in args.algos:
                 for arm in args.arms if algo in ("td3plusbc", "iql") else ("base",):
+                    name = f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}{steps_suffix}"
+                    partial = args.partial / f"{name}.safetensors"
                     stored_run(
-                        args.out / f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}{steps_suffix}.json",
-                        functools.partial(run_one, dataset, algo, arm, seed, data, args),
+                        args.out / f"{name}.json",
+                        functools.partial(run_one, dataset, algo, arm, seed, data, args, partial),
                         lambda r: (
                             f"{r['dataset']} {r['algo']} {r['arm']} seed {r['seed']}: {r['score']:.1f} "
                             f"({r['train_s'] / 60:.0f} min)"
                         ),
                     )
+                    partial.unlink(missing_ok=True)  # the record is stored: the run is done
     print("done", file=sys.stderr)
 
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from d3rlpy.algos import TD3PlusBC
 from d3rlpy.algos.qlearning.base import QLearningAlgoBase
-from d3rlpy.algos.utility import build_scalers_with_transition_picker
 from d3rlpy.base import LearnableConfig, LearnableConfigWithShape
 from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import ReplayBufferBase
@@ -31,6 +30,7 @@ from d3rlpy.logging import FileAdapterFactory, LoggerAdapterFactory
 from d3rlpy.metrics import EvaluatorProtocol
 from dyaug.integrations.d3rlpy.buffer import SyntheticReplayBuffer, _real_transitions
 from dyaug.integrations.d3rlpy.convert import transitions_to_d3rlpy
+from dyaug.integrations.d3rlpy.training_state import build_for_dataset
 from dyaug.integrations.mixing import check_real_ratio
 from torch import Tensor
 
@@ -301,9 +301,7 @@ class DyDiffAugmenter:
 
     def _build(self, real_buffer: ReplayBufferBase) -> None:
         """Fit the algorithm's scalers on the real data and build its networks, so step 0's rollout has a policy."""
-        build_scalers_with_transition_picker(self.algo, real_buffer)
-        if self.algo.impl is None:
-            self.algo.build_with_dataset(real_buffer)
+        build_for_dataset(self.algo, real_buffer)
         expected = (real_buffer.dataset_info.observation_signature.shape[0][0],)
         for role, algo in (("base algorithm", self.algo), ("rollout policy", self.rollout_algo)):
             if algo is None:
