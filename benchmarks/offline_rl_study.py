@@ -60,8 +60,13 @@ from common import (
     shown,
     stored_run,
 )
-from dyaug.integrations.d3rlpy import DyDiffAugmenter, SyntheticReplayBuffer, transitions_to_d3rlpy
-from dyaug.integrations.d3rlpy.training_state import load_training_state, save_training_state
+from dyaug.integrations.d3rlpy import (
+    DyDiffAugmenter,
+    SyntheticReplayBuffer,
+    load_training_state,
+    save_training_state,
+    transitions_to_d3rlpy,
+)
 
 import dyaug.datasets
 from dyaug import DyDiff, SynthER, Transitions

@@ -15,10 +15,16 @@ from d3rlpy.algos import QLearningAlgoBase
 from d3rlpy.dataset import MDPDataset
 from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.preprocessing import StandardObservationScaler
-from dyaug.integrations.d3rlpy import DiffusionQLConfig, SRPOConfig, SyntheticReplayBuffer
-from dyaug.integrations.d3rlpy.training_state import load_training_state, save_training_state
+from dyaug.integrations.d3rlpy import (
+    DiffusionQLConfig,
+    SRPOConfig,
+    SyntheticReplayBuffer,
+    load_training_state,
+    save_training_state,
+)
 
 from dyaug.data import Transitions
+from dyaug.persistence import save_checkpoint
 
 tiny_tensors = True
 OBS_DIM, ACT_DIM, N = 3, 2, 200
@@ -105,8 +111,6 @@ def test_a_state_of_another_algorithm_or_configuration_is_refused(tmp_path) -> N
     other = d3rlpy.algos.TD3PlusBCConfig(batch_size=64, observation_scaler=StandardObservationScaler()).create()
     with pytest.raises(ValueError, match="another configuration or dataset"):
         load_training_state(other, path, buffer)
+    save_checkpoint(tmp_path / "other.safetensors", {}, {"kind": "synther"})
     with pytest.raises(ValueError, match="'d3rlpy-training-state' checkpoint was expected"):
-        from dyaug.persistence import save_checkpoint
-
-        save_checkpoint(tmp_path / "other.safetensors", {}, {"kind": "synther"})
         load_training_state(ALGOS["td3plusbc"](), tmp_path / "other.safetensors", buffer)
