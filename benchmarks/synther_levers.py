@@ -3,6 +3,7 @@
     python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --arms old base residual ...   # one core
     python benchmarks/synther_levers.py --dataset halfcheetah/medium-replay --report                     # table, plot
     python benchmarks/synther_levers.py --dataset hopper/medium-replay --arms new --resample solver=dpmpp_2m_sde
+    python benchmarks/synther_levers.py --dataset hopper/medium-replay --arms labels=models+fp32 --disagreement
 
 Every arm fits ``SynthER`` on the same 80% of the episodes (seeded split) and is judged on 10,000 samples checked
 in the MuJoCo simulator (:func:`dyaug.metrics.dynamics_error`), beside the two baselines of
@@ -287,6 +288,63 @@ def resample(dataset: str, sampling: dict, args: argparse.Namespace) -> None:
             )
 
 
+def elite_disagreement(generator: SynthER, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Per row, ‖std over the label ensemble's elites of μ_e(s, a)‖₂ in the ensemble's normalised Δs units."""
+    ensemble = generator.model.labeller.dynamics
+    scale = torch.as_tensor(ensemble.target_normalizer.scale, dtype=torch.float32)
+    parts = []
+    for start in range(0, len(observations), 4096):
+        obs = torch.as_tensor(observations[start : start + 4096], dtype=torch.float32)
+        mean, _ = ensemble.predict(obs, torch.as_tensor(actions[start : start + 4096], dtype=torch.float32))
+        parts.append(((mean[list(ensemble.elites)] - obs) / scale).std(0).norm(dim=1).numpy())
+    return np.concatenate(parts)
+
+
+def disagreement(dataset: str, args: argparse.Namespace) -> None:
+    """Would dropping generated (s, a) where the label ensemble's elites disagree make the rows more faithful? For
+    each saved ``labels="models"`` fit among ``--arms``: ``--samples`` rows, the elites' disagreement at each, and
+    the median next-state error of the rows kept under a threshold, the q-quantile of the disagreement on the
+    training (s, a), beside the same ensemble's one-step error on the held-out real (s, a) under the same
+    threshold (like for like: a filter that only selects easy states lowers both)."""
+    train, test, env_id = data_split(dataset, args.seed)
+    name = dataset.replace("/", "_")
+    base = json.loads((OUT / f"{name}-baselines-seed{args.seed}.json").read_text())
+    ensemble_error = base["ensemble"]["state_error_median"]
+    print(f"Label-ensemble disagreement as a filter on `{dataset}` ({dt.date.today().isoformat()}; {machine()}; "
+          f"`python benchmarks/synther_levers.py --dataset {dataset} --arms {' '.join(args.arms)} --disagreement`; "
+          f"{args.samples:,} samples, seed {args.seed}; ensemble baseline {ensemble_error:.3f})\n")  # fmt: skip
+    print(
+        "| arm | q | generated kept | generated err median | ÷ ensemble baseline | real held-out kept | "
+        "label ensemble on real, err median | generated ÷ real, same filter | Spearman (disagreement, err) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for arm in args.arms:
+        path = next(iter(sorted(GENERATORS.glob(f"{name}-{arm}-seed{args.seed}*"))), None)
+        generator = None if path is None else SynthER.load(path, device="cpu")
+        if generator is None or generator.model.labeller is None:
+            print(f"| {arm} | no saved fit with label models under {shown(GENERATORS)} | | | | | | | |")
+            continue
+        rows = generator.sample(args.samples, seed=args.seed, progress=False)
+        checked = dynamics_error(env_id, rows, threads=1)
+        error = checked.state_error[checked.checkable]
+        spread = elite_disagreement(generator, rows.observations, rows.actions)[checked.checkable]
+        real = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
+        labelled = generator.model.labeller.label(real.observations, real.actions, seed=args.seed, batch_size=4096)
+        real_error = np.linalg.norm(labelled.next_observations - real.next_observations, axis=1)
+        real_spread = elite_disagreement(generator, real.observations, real.actions)
+        reference = elite_disagreement(generator, train.observations, train.actions)
+        rank = float(np.corrcoef(np.argsort(np.argsort(spread)), np.argsort(np.argsort(error)))[0, 1])
+        for q in (1.0, 0.99, 0.95, 0.9, 0.5):
+            threshold = np.quantile(reference, q)
+            kept, real_kept = spread <= threshold, real_spread <= threshold
+            generated, on_real = np.median(error[kept]), np.median(real_error[real_kept])
+            print(
+                f"| {arm} | {q:g} | {kept.mean():.3f} | {generated:.3f} | {generated / ensemble_error:.2f} | "
+                f"{real_kept.mean():.3f} | {on_real:.3f} | {generated / on_real:.2f} | {rank:.2f} |",
+                flush=True,
+            )
+
+
 def plot(runs: list[dict], noise: float, ensemble: float, path: Path, dataset: str) -> None:
     import matplotlib
 
@@ -327,6 +385,9 @@ def main() -> None:
     parser.add_argument(
         "--resample", nargs="+", metavar="FIELD=VALUE", help="sample the saved fits with these settings, then exit"
     )
+    parser.add_argument(
+        "--disagreement", action="store_true", help="the label ensemble's disagreement as a filter, then exit"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -335,6 +396,9 @@ def main() -> None:
         return
     if args.split_columns is not None:
         split_columns(args.dataset, args.split_columns, args)
+        return
+    if args.disagreement:
+        disagreement(args.dataset, args)
         return
     if args.resample:
         resample(args.dataset, field_values(args.resample, "--resample"), args)
