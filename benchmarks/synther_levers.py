@@ -305,7 +305,8 @@ def disagreement(dataset: str, args: argparse.Namespace) -> None:
     each saved ``labels="models"`` fit among ``--arms``: ``--samples`` rows, the elites' disagreement at each, and
     the median next-state error of the rows kept under a threshold, the q-quantile of the disagreement on the
     training (s, a), beside the same ensemble's one-step error on the held-out real (s, a) under the same
-    threshold (like for like: a filter that only selects easy states lowers both)."""
+    threshold (like for like: a filter that only selects easy states lowers both). Errors are simulator-checked,
+    over the rows whose state can be rebuilt (``dynamics_error``'s ``checkable``), as every fidelity figure."""
     train, test, env_id = data_split(dataset, args.seed)
     name = dataset.replace("/", "_")
     base = json.loads((OUT / f"{name}-baselines-seed{args.seed}.json").read_text())
@@ -330,8 +331,9 @@ def disagreement(dataset: str, args: argparse.Namespace) -> None:
         spread = elite_disagreement(generator, rows.observations, rows.actions)[checked.checkable]
         real = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
         labelled = generator.model.labeller.label(real.observations, real.actions, seed=args.seed, batch_size=4096)
-        real_error = np.linalg.norm(labelled.next_observations - real.next_observations, axis=1)
-        real_spread = elite_disagreement(generator, real.observations, real.actions)
+        on_real = dynamics_error(env_id, labelled, threads=1)  # over the checkable rows, as the baseline
+        real_error = on_real.state_error[on_real.checkable]
+        real_spread = elite_disagreement(generator, real.observations, real.actions)[on_real.checkable]
         reference = elite_disagreement(generator, train.observations, train.actions)
         rank = float(np.corrcoef(np.argsort(np.argsort(spread)), np.argsort(np.argsort(error)))[0, 1])
         for q in (1.0, 0.99, 0.95, 0.9, 0.5):
