@@ -164,9 +164,9 @@ def run_one(
     """Train one (dataset, algorithm, arm, seed) with evaluations after every tenth of the steps (for SRPO: of its
     actor's steps, after the behaviour model and critic have had theirs).
 
-    Runs without DyDiff store their whole training state at ``partial`` after each evaluation (and after SRPO's
-    pretraining) and continue from it when restarted: bit for bit on the same machine. A DyDiff run starts again
-    (its model buffer is not stored)."""
+    Runs without DyDiff store their whole training state at ``partial`` after each evaluation (and after each
+    tenth of SRPO's pretraining) and continue from it when restarted: bit for bit on the same machine. A DyDiff run
+    starts again (its model buffer is not stored)."""
     real, env_id, env_short, generators = data["real"], data["env_id"], data["env_short"], data["generators"]
     task = "-".join(parse_dataset_id(parent_name(dataset))[:2])
     real_buffer = transitions_to_d3rlpy(real)
@@ -194,9 +194,8 @@ def run_one(
             return fit_offline(algo, buffer, steps)
 
         progress = resume(algo, buffer, partial)
-        if algo_name == "srpo" and not progress["pretrained"]:  # behaviour model and critic first, not evaluated
-            progress["train_s"] += train(algo.config.phases().remaining(algo.steps_done) - algo.config.actor_steps)
-            progress["pretrained"] = True
+        while algo_name == "srpo" and (left := pretraining_left(algo)) > 0:  # behaviour model and critic first
+            progress["train_s"] += train(min(chunk, left))  # in chunks, each stored: not evaluated
             save_training_state(algo, partial, **progress)
     curve = progress["curve"]
     for k in range(len(curve) + 1, args.evaluations + 1):
@@ -226,11 +225,16 @@ def run_one(
     return record | {"precision": precision_timings()}  # what precision="auto" measured and chose in this process
 
 
+def pretraining_left(srpo: Any) -> int:
+    """SRPO's steps before its actor trains (its behaviour model and critic, side by side)."""
+    return srpo.config.phases().remaining(srpo.steps_done) - (srpo.config.actor_steps - srpo.steps_done["actor"])
+
+
 def resume(algo: Any, buffer: Any, partial: Path) -> dict[str, Any]:
-    """A run's progress (curve, training seconds, SRPO's pretraining done, restarts), restored with the algorithm's
-    training state and the global RNGs from ``partial`` when an earlier process stored them there."""
+    """A run's progress (curve, training seconds, restarts), restored with the algorithm's training state and the
+    global RNGs from ``partial`` when an earlier process stored them there."""
     if not partial.exists():
-        return {"curve": [], "train_s": 0.0, "pretrained": False, "resumed_at": []}
+        return {"curve": [], "train_s": 0.0, "resumed_at": []}
     progress = load_training_state(algo, partial, buffer)
     progress["resumed_at"].append(len(progress["curve"]))
     print(f"resumed {partial.name} after {len(progress['curve'])} evaluations", file=sys.stderr, flush=True)
