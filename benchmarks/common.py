@@ -303,9 +303,11 @@ def forge_policy(
 
 def phase_summary(learner: Any) -> dict[str, Any]:
     """What a ``DyDiffAugmenter``'s rollout phases did over a run: their count and seconds, the model buffer's
-    final size, the shares of trajectories kept and truncated, the median simulator-checked next-state error."""
+    final size, the shares of trajectories kept and truncated, the median simulator-checked next-state error, and
+    that of DyDiff's own dynamics ensemble at the same (s, a)."""
     reports = learner.reports
     errors = [r.state_error for r in reports if r.state_error is not None]
+    references = [r.reference_state_error for r in reports if r.reference_state_error is not None]
     return {
         "phases": len(reports),
         "rollout_s": sum(r.stats.seconds for r in reports),
@@ -313,4 +315,5 @@ def phase_summary(learner: Any) -> dict[str, Any]:
         "kept_fraction": float(np.mean([r.stats.kept / r.stats.trajectories for r in reports])),
         "truncated_share": float(np.mean([r.stats.truncated / r.stats.trajectories for r in reports])),
         "sim_state_error": float(np.nanmedian(errors)) if errors else None,
+        "sim_reference_state_error": float(np.nanmedian(references)) if references else None,
     }

@@ -76,6 +76,14 @@ class PolicyRollout(Generator, Protocol):
     ) -> Transitions: ...
 
 
+@runtime_checkable
+class OneStepModel(Protocol):
+    """A generator that also predicts one step, s' = f(s, a), with a single-step model (DyDiff: its dynamics
+    ensemble): the reference a rollout phase judges its rows' next states against."""
+
+    def one_step(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor: ...
+
+
 class GeneratorBase:
     """The shared lifecycle of dyaug's generators. A subclass sets ``self._model`` in ``fit``/``load`` (its fitted
     state, with a ``training_data`` dict that holds at least ``obs_dim``, ``act_dim`` and ``env_id``)."""

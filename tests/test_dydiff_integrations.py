@@ -3,8 +3,11 @@ policy adapters against the libraries' own ``predict``, the rollout schedule, ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import warnings
+from pathlib import Path
 
 import d3rlpy
 import gymnasium as gym
@@ -30,6 +33,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from dyaug import DyDiff, Transitions
 from dyaug.data.fifo import TransitionFIFO
+from dyaug.dydiff.generator import RolloutStats
 from dyaug.dydiff.phases import PHASE_PRESETS, RolloutPhases
 from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
 
@@ -359,23 +363,78 @@ def test_bad_fit_arguments_raise_before_any_work(generator, pendulum) -> None:
     assert augmenter.rollout_steps == [] and augmenter.steps_done == 0 and augmenter.algo.impl is None
 
 
-def test_simulator_check_measures_the_distance_to_mujoco(generator) -> None:
+def _hopper_steps(n: int = 40) -> Transitions:
+    """``n`` real Hopper-v5 steps of random actions (resets after a terminal)."""
     env, rng = gym.make("Hopper-v5"), np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     rows = []
-    for _ in range(40):
+    for _ in range(n):
         action = rng.uniform(-1, 1, size=3).astype(np.float32)
         next_obs, reward, terminated, *_ = env.step(action)
         rows.append((obs, action, reward, next_obs, terminated))
         obs = next_obs if not terminated else env.reset()[0]
     o, a, r, o2, d = (np.array(column) for column in zip(*rows, strict=True))
-    real = Transitions(o, a, r, o2, d.astype(np.float32), np.zeros(40, np.float32))
-    phases = RolloutPhases(generator, PHASE_PRESETS["tiny"], env_id="Hopper-v5")
-    state_error, reward_error = phases.simulator_check(real, np.random.default_rng(0))
-    assert state_error < 1e-4 and reward_error < 1e-4
+    return Transitions(o, a, r, o2, d.astype(np.float32), np.zeros(n, np.float32))
+
+
+@dataclasses.dataclass
+class _Replay:
+    """A policy-rollout generator that returns fixed ``rows`` and whose one-step model knows the true s' of each."""
+
+    rows: Transitions
+    truth: Transitions
+    seed: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    env_id: str = "Hopper-v5"
+    fitted: bool = True
+    obs_dim: int = 11
+    act_dim: int = 3
+    last_rollout_stats: RolloutStats | None = None
+
+    def fit(self, data, *args, **options) -> _Replay:
+        return self
+
+    def save(self, path) -> Path:
+        raise NotImplementedError("a test double")
+
+    def provenance(self) -> dict:
+        return {}
+
+    def rollout(self, policy, start_states, *, seed=None) -> Transitions:
+        n = len(self.rows)
+        self.last_rollout_stats = RolloutStats(1, 1, n, 0, np.zeros(1), np.zeros(1, np.int64), 0.0)
+        return self.rows
+
+    def one_step(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        index = {o.tobytes(): i for i, o in enumerate(self.truth.observations)}
+        return torch.as_tensor(self.truth.next_observations[[index[o.tobytes()] for o in observations.numpy()]])
+
+
+def test_simulator_check_measures_the_distance_to_mujoco_and_to_the_one_step_model() -> None:
+    real = _hopper_steps()
+    phases = RolloutPhases(_Replay(real, real), PHASE_PRESETS["tiny"], env_id="Hopper-v5")
+    state_error, reward_error, reference = phases.simulator_check(real, np.random.default_rng(0))
+    assert state_error < 1e-4 and reward_error < 1e-4 and reference < 1e-4
     shifted = real.replace(next_observations=real.next_observations + 1.0)
-    state_error, _ = phases.simulator_check(shifted, np.random.default_rng(0))
-    assert state_error == pytest.approx(np.sqrt(11), abs=1e-3)
+    state_error, _, reference = phases.simulator_check(shifted, np.random.default_rng(0))
+    assert state_error == pytest.approx(np.sqrt(11), abs=1e-3) and reference < 1e-4
+
+
+@pytest.mark.parametrize(("shift", "warns"), [(0.01, False), (1.0, True)])
+def test_a_phase_warns_once_when_its_rows_are_far_less_faithful_than_the_one_step_model(shift, warns) -> None:
+    real = _hopper_steps()
+    truth = real.replace(next_observations=real.next_observations + 0.1 * np.sign(real.observations[:, :1]))
+    rows = real.replace(next_observations=real.next_observations + shift)  # √11 · shift from the simulator
+    phases = RolloutPhases(_Replay(rows, truth), PHASE_PRESETS["tiny"], env_id="Hopper-v5")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reports = [phases.run(torch.tanh, real.observations, step) for step in (0, 10)]
+    assert reports[0].reference_state_error == pytest.approx(0.1 * np.sqrt(11), abs=1e-3)  # the model's own error
+    assert reports[0].metrics()["sim_reference_state_error"] == pytest.approx(0.1 * np.sqrt(11), abs=1e-3)
+    unfaithful = [w for w in caught if "one-step model" in str(w.message)]
+    assert len(unfaithful) == (1 if warns else 0)  # shift 1.0: 10x the model's error; 0.01: 0.1x
+    if warns:
+        assert "10.0x" in str(unfaithful[0].message) and "labels='models'" in str(unfaithful[0].message)
 
 
 # ----------------------------------------------------------------------------------------------------- SB3

@@ -319,6 +319,13 @@ class DyDiff(GeneratorBase):
         self._warn_off_support(stats)
         return synthetic
 
+    @torch.no_grad()
+    def one_step(self, observations: Tensor, actions: Tensor) -> Tensor:
+        """s' = s + (1/K) Σ_{e ∈ elites} μ_e(s, a), the dynamics ensemble's one-step prediction (raw units, on
+        :attr:`device`): the reference for the trajectory model's next states
+        (:class:`~dyaug.generators.OneStepModel`)."""
+        return self.model.dynamics.mean_step(observations.to(self.device), actions.to(self.device))
+
     def _warn_off_support(self, stats: RolloutStats) -> None:
         """Warn once per generator when most trajectories of a rollout left the data's support, and once when the
         predicted returns lie far outside the data's (see :mod:`dyaug.models.support`)."""

@@ -14,6 +14,7 @@ buffer, 60 % real rows per batch.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from dyaug.data.transitions import Transitions
 from dyaug.distributed import shard_rows, shard_seed, world
 from dyaug.dydiff.generator import RolloutStats
 from dyaug.dydiff.rollout import Policy
-from dyaug.generators import PolicyRollout
+from dyaug.generators import OneStepModel, PolicyRollout
 from dyaug.metrics import SUPPORTED_ENVS, dynamics_error
 from dyaug.validation import check_int
 
@@ -51,8 +52,14 @@ PHASE_METRICS: tuple[str, ...] = (
     "rollout_seconds",
     "sim_state_error",
     "sim_reward_error",
+    "sim_reference_state_error",
 )
-"""The names of :meth:`PhaseReport.metrics` (the ``sim_*`` ones only when the phase was simulator-checked)."""
+"""The names of :meth:`PhaseReport.metrics` (the ``sim_*`` ones only when the phase was simulator-checked, the
+reference only for a generator with a one-step model)."""
+
+UNFAITHFUL_FACTOR = 3.0
+"""A phase warns (once per :class:`RolloutPhases`) when its rows' median simulator-checked next-state error exceeds
+this multiple of the generator's own one-step model's at the same (s, a) (see :meth:`RolloutPhases.run`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +123,8 @@ class PhaseReport:
     """What one rollout phase did: the training ``step`` it ran at, its index ``phase``, the generator's
     :class:`~dyaug.dydiff.generator.RolloutStats`, the model buffer's size after it and the rows it evicted, and
     the simulator check of a subsample (median next-state error and mean reward error over its checkable rows;
-    ``None`` when the task cannot be checked)."""
+    ``None`` when the task cannot be checked) and, for a generator with a one-step model
+    (:class:`~dyaug.generators.OneStepModel`), that model's median next-state error at the same (s, a)."""
 
     step: int
     phase: int
@@ -125,6 +133,7 @@ class PhaseReport:
     evicted: int
     state_error: float | None
     reward_error: float | None
+    reference_state_error: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """The report as named numbers for a logger (:data:`PHASE_METRICS`; simulator errors only when checked)."""
@@ -145,6 +154,8 @@ class PhaseReport:
         if self.state_error is not None:
             assert self.reward_error is not None  # the simulator check gives both or neither
             values |= {"sim_state_error": self.state_error, "sim_reward_error": self.reward_error}
+        if self.reference_state_error is not None:
+            values["sim_reference_state_error"] = self.reference_state_error
         return {name: float(value) for name, value in values.items()}
 
 
@@ -184,6 +195,7 @@ class RolloutPhases:
         self.next_actions = next_actions
         self.fifo = TransitionFIFO(settings.buffer_size)
         self.reports: list[PhaseReport] = []
+        self._warned_unfaithful = False
 
     def due(self, step: int) -> bool:
         """Whether a phase belongs before training step ``step`` (0, rollout_every, 2 · rollout_every, ...)."""
@@ -196,7 +208,12 @@ class RolloutPhases:
 
     def run(self, policy: Policy, pool: np.ndarray, step: int) -> PhaseReport:
         """One phase from start states drawn out of ``pool`` (N, obs_dim) real observations; see the module
-        docstring. ``policy`` is a batched torch callable on the generator's device."""
+        docstring. ``policy`` is a batched torch callable on the generator's device.
+
+        Warns once when the checked rows' median next-state error exceeds :data:`UNFAITHFUL_FACTOR` times the
+        generator's own one-step model's at the same (s, a): the rows are then far less faithful than the model
+        the generator already has, and a learner trained on them can be held back badly (benchmarks/RESULTS.md:
+        TD3PlusBC on HalfCheetah, 24 points below base)."""
         pool = np.asarray(pool)
         if pool.ndim != 2 or len(pool) == 0:
             raise ValueError(f"the pool of start states must be a non-empty (N, obs_dim) array, got {pool.shape}.")
@@ -210,7 +227,22 @@ class RolloutPhases:
             step, len(self.reports), stats, len(self.fifo), evicted, *self.simulator_check(synthetic, rng)
         )
         self.reports.append(report)
+        self._warn_if_unfaithful(report)
         return report
+
+    def _warn_if_unfaithful(self, report: PhaseReport) -> None:
+        error, reference = report.state_error, report.reference_state_error
+        if self._warned_unfaithful or error is None or reference is None or not error > UNFAITHFUL_FACTOR * reference:
+            return
+        self._warned_unfaithful = True
+        warnings.warn(
+            f"rollout phase {report.phase}: the generated rows' median simulator-checked next-state error is "
+            f"{error:.3g}, {error / reference:.1f}x that of the generator's own one-step model at the same (s, a) "
+            f"({reference:.3g}). Rows this far off can hold the learner back badly; label the next states with the "
+            "one-step model (DyDiff: labels='models'), train the trajectory model longer, or check the generator "
+            "with dyaug.metrics.dynamics_error before training on its rows.",
+            stacklevel=3,
+        )
 
     def sharded_rollout(self, policy: Policy, starts: np.ndarray, seed: int) -> tuple[Transitions, RolloutStats]:
         """A phase's rollout from ``starts``: one call with ``seed`` when there is one shard; else the start states
@@ -244,16 +276,25 @@ class RolloutPhases:
         env_id = self.env_id if self.env_id is not None else self.generator.env_id
         return env_id if env_id in SUPPORTED_ENVS and self.settings.check_rows > 0 else None
 
-    def simulator_check(self, transitions: Transitions, rng: np.random.Generator) -> tuple[float | None, float | None]:
+    def simulator_check(
+        self, transitions: Transitions, rng: np.random.Generator
+    ) -> tuple[float | None, float | None, float | None]:
         """Median next-state error and mean reward error, against the simulator of :attr:`check_env`, of up to
         ``check_rows`` rows of ``transitions`` drawn with ``rng`` (:func:`~dyaug.metrics.dynamics_error`; NaN when
-        none of them is checkable); ``(None, None)`` without a check environment."""
+        none of them is checkable), and the median next-state error of the generator's one-step model at the same
+        rows when it has one (else ``None``); ``(None, None, None)`` without a check environment."""
         env_id = self.check_env
         if env_id is None:
-            return None, None
-        rows = rng.choice(len(transitions), size=min(self.settings.check_rows, len(transitions)), replace=False)
-        report = dynamics_error(env_id, transitions[np.sort(rows)], threads=1)
-        return report.median_state_error, report.mean_reward_error
+            return None, None, None
+        picked = rng.choice(len(transitions), size=min(self.settings.check_rows, len(transitions)), replace=False)
+        rows = transitions[np.sort(picked)]
+        report = dynamics_error(env_id, rows, threads=1)
+        reference = None
+        if isinstance(self.generator, OneStepModel) and report.checkable.any():
+            predicted = self.generator.one_step(torch.as_tensor(rows.observations), torch.as_tensor(rows.actions))
+            errors = np.linalg.norm(predicted.cpu().numpy() - report.simulated_next_observations, axis=1)
+            reference = float(np.median(errors[report.checkable]))
+        return report.median_state_error, report.mean_reward_error, reference
 
 
 @torch.no_grad()
