@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from common import fit_offline, machine, quiet_d3rlpy
 from dyaug.integrations.d3rlpy import D3rlpyPolicy, transitions_to_d3rlpy
+from offline_rl_study import GENERATORS, slug
 
 import dyaug.datasets
 from dyaug import DyDiff, Transitions
 from dyaug.dydiff.phases import UNFAITHFUL_FACTOR, RolloutPhases, resolve_phase_settings
-
-GENERATORS = Path(__file__).resolve().parents[1] / "runs" / "offline_rl_study" / "generators"
 
 
 def main() -> None:
@@ -44,7 +42,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for dataset in args.datasets:
         minari_dataset = dyaug.datasets.load(dataset)
-        path = GENERATORS / f"{minari_dataset.id.removeprefix('dyaug/').replace('/', '-')}-seed0-dydiff"
+        path = GENERATORS / f"{slug(minari_dataset.id)}-seed0-dydiff"
         if not path.exists():
             sys.exit(f"no stored DyDiff at {path}; fit it with `python benchmarks/offline_rl_study.py --datasets "
                      f"{dataset} --arms dydiff --seeds 0`.")  # fmt: skip

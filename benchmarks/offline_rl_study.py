@@ -185,7 +185,7 @@ def run_one(
             learner.fit(real_buffer, n_steps=steps, n_steps_per_epoch=args.rollout_every, **args.quiet)
             return time.perf_counter() - start
 
-        progress: dict[str, Any] = {"curve": [], "train_s": 0.0, "resumed_at": []}
+        progress = new_progress()
     else:
         synthetic = real[:1] if arm == "base" else generators.synthetic()
         buffer = SyntheticReplayBuffer(real_buffer, synthetic, real_ratio=REAL_RATIO[arm])
@@ -194,8 +194,8 @@ def run_one(
             return fit_offline(algo, buffer, steps)
 
         progress = resume(algo, buffer, partial)
-        while algo_name == "srpo" and (left := pretraining_left(algo)) > 0:  # behaviour model and critic first
-            progress["train_s"] += train(min(chunk, left))  # in chunks, each stored: not evaluated
+        while algo_name == "srpo" and (left := algo.config.phases().pretraining_left(algo.steps_done)) > 0:
+            progress["train_s"] += train(min(chunk, left))  # behaviour model and critic first, stored, not evaluated
             save_training_state(algo, partial, **progress)
     curve = progress["curve"]
     for k in range(len(curve) + 1, args.evaluations + 1):
@@ -225,16 +225,16 @@ def run_one(
     return record | {"precision": precision_timings()}  # what precision="auto" measured and chose in this process
 
 
-def pretraining_left(srpo: Any) -> int:
-    """SRPO's steps before its actor trains (its behaviour model and critic, side by side)."""
-    return srpo.config.phases().remaining(srpo.steps_done) - (srpo.config.actor_steps - srpo.steps_done["actor"])
+def new_progress() -> dict[str, Any]:
+    """A run's progress before its first step: the curve so far, training seconds, the restarts."""
+    return {"curve": [], "train_s": 0.0, "resumed_at": []}
 
 
 def resume(algo: Any, buffer: Any, partial: Path) -> dict[str, Any]:
     """A run's progress (curve, training seconds, restarts), restored with the algorithm's training state and the
     global RNGs from ``partial`` when an earlier process stored them there."""
     if not partial.exists():
-        return {"curve": [], "train_s": 0.0, "resumed_at": []}
+        return new_progress()
     progress = load_training_state(algo, partial, buffer)
     progress["resumed_at"].append(len(progress["curve"]))
     print(f"resumed {partial.name} after {len(progress['curve'])} evaluations", file=sys.stderr, flush=True)

@@ -331,9 +331,9 @@ def disagreement(dataset: str, args: argparse.Namespace) -> None:
         spread = elite_disagreement(generator, rows.observations, rows.actions)[checked.checkable]
         real = test[np.random.default_rng(args.seed).permutation(len(test))[: args.samples]]
         labelled = generator.model.labeller.label(real.observations, real.actions, seed=args.seed, batch_size=4096)
-        on_real = dynamics_error(env_id, labelled, threads=1)  # over the checkable rows, as the baseline
-        real_error = on_real.state_error[on_real.checkable]
-        real_spread = elite_disagreement(generator, real.observations, real.actions)[on_real.checkable]
+        real_check = dynamics_error(env_id, labelled, threads=1)  # over the checkable rows, as the baseline
+        real_error = real_check.state_error[real_check.checkable]
+        real_spread = elite_disagreement(generator, real.observations, real.actions)[real_check.checkable]
         reference = elite_disagreement(generator, train.observations, train.actions)
         rank = float(np.corrcoef(np.argsort(np.argsort(spread)), np.argsort(np.argsort(error)))[0, 1])
         for q in (1.0, 0.99, 0.95, 0.9, 0.5):

@@ -196,10 +196,13 @@ class SRPOPhases:
             return pretraining
         return ("actor",) if done["actor"] < self.actor_steps else ()
 
+    def pretraining_left(self, done: dict[str, int]) -> int:
+        """Training steps left until the behaviour model and the critic (side by side) have had theirs."""
+        return max(0, self.behavior_steps - done["behavior"], self.critic_steps - done["critic"])
+
     def remaining(self, done: dict[str, int]) -> int:
         """Training steps left until every part has had its steps."""
-        pretraining = max(0, self.behavior_steps - done["behavior"], self.critic_steps - done["critic"])
-        return pretraining + max(0, self.actor_steps - done["actor"])
+        return self.pretraining_left(done) + max(0, self.actor_steps - done["actor"])
 
     def check_actor_can_train(self, done: dict[str, int]) -> None:
         """Raise ``ValueError`` when the actor phase would start on a behaviour model or critic that neither has
