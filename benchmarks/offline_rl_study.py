@@ -74,6 +74,7 @@ from dyaug.datasets.catalog import parse_dataset_id, resolve_env
 from dyaug.device import precision_timings
 
 ARMS = ("base", "synther-mix", "synther-replace", "dydiff")
+ACTORS = ("diffusion_ql", "srpo")  # the diffusion actors, run on the base data only (protocol, section 3)
 EXPLORATORY = ("dydiff-labels", "dydiff-fixed")  # not pre-registered (PROTOCOL.md): reported apart from the main table
 DYDIFF_LABELS = {"dydiff": "trajectory", "dydiff-labels": "models", "dydiff-fixed": "trajectory"}
 REAL_RATIO = {"base": 1.0, "synther-mix": 0.5, "synther-replace": 0.0} | dict.fromkeys(DYDIFF_LABELS, 0.6)
@@ -289,8 +290,14 @@ def cell(values: list[float]) -> str:
 
 def paired(records: list[dict], arm: str, reference: str = "base") -> str:
     """Mean per-seed difference ``arm`` − ``reference`` with its 95% interval; an effect only when it excludes 0."""
-    base = {r["seed"]: r["score"] for r in records if r["arm"] == reference}
-    other = {r["seed"]: r["score"] for r in records if r["arm"] == arm}
+    return difference(
+        {r["seed"]: r["score"] for r in records if r["arm"] == arm},
+        {r["seed"]: r["score"] for r in records if r["arm"] == reference},
+    )
+
+
+def difference(other: dict[int, float], base: dict[int, float]) -> str:
+    """Mean of ``other[seed] − base[seed]`` over the seeds both have, its 95% interval and the verdict."""
     seeds = sorted(set(base) & set(other))
     if len(seeds) < 2:
         return "-"
@@ -351,6 +358,7 @@ def report(args: argparse.Namespace) -> None:
     if any(r.get("transcribed") for r in runs):
         print("\n† some of the row's scores are transcribed final scores (one decimal) of runs whose records are lost.")
     per_seed(runs, keys)
+    actors(runs)
     exploratory(runs)
     dydiff_phases(runs)
     plot_curves(runs, args.out)
@@ -367,6 +375,33 @@ def per_seed(runs: list[dict], keys: list[tuple[str, str]]) -> None:
         score = {(r["arm"], r["seed"]): r["score"] for r in rs}
         cells = [" / ".join(f"{score[arm, s]:.1f}" if (arm, s) in score else "-" for s in seeds) for arm in ARMS]
         print(f"| {dataset} | {algo} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+
+
+def actors(runs: list[dict]) -> None:
+    """The diffusion actors (section 3 of the protocol) beside TD3PlusBC and IQL trained on the same data, each
+    difference paired by seed over the seeds both have."""
+    actor_rows = sorted({row(r) for r in runs if r["algo"] in ACTORS and r["arm"] == "base"})
+    if not actor_rows:
+        return
+    print(
+        "\nDiffusion actors on the base data beside the base learners: score, per-seed scores, and the paired "
+        "per-seed difference to TD3PlusBC and to IQL on the same seeds.\n"
+    )
+    print("| dataset | actor | score | per seed | Δ to TD3PlusBC | Δ to IQL | training min per run |")
+    print("|---|---|---:|---|---:|---:|---:|")
+
+    def scores(dataset: str, algo: str) -> dict[int, float]:
+        return {r["seed"]: r["score"] for r in runs if row(r) == (dataset, algo) and r["arm"] == "base"}
+
+    for dataset, algo in actor_rows:
+        mine = scores(dataset, algo)
+        minutes = [r["train_s"] / 60 for r in with_records(runs) if row(r) == (dataset, algo) and r["arm"] == "base"]
+        by_seed = " / ".join(f"{mine[s]:.1f}" for s in sorted(mine))
+        print(
+            f"| {dataset} | {algo} | {cell(list(mine.values()))} | {by_seed} (seeds "
+            f"{', '.join(map(str, sorted(mine)))}) | {difference(mine, scores(dataset, 'td3plusbc'))} | "
+            f"{difference(mine, scores(dataset, 'iql'))} | {statistics.fmean(minutes):.0f} |"
+        )
 
 
 def exploratory(runs: list[dict]) -> None:
@@ -463,7 +498,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["hopper/medium-replay"])
     parser.add_argument("--algos", nargs="+", default=["td3plusbc"],
-                        choices=["td3plusbc", "iql", "diffusion_ql", "srpo"])  # fmt: skip
+                        choices=["td3plusbc", "iql", *ACTORS])  # fmt: skip
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS + EXPLORATORY)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=STEPS)
