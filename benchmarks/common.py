@@ -3,6 +3,8 @@ how they report and plot results."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -10,7 +12,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,25 @@ def stored_run(path: Path, run: Callable[[], dict], line: Callable[[dict], str])
     partial.replace(path)
     print(line(record), file=sys.stderr, flush=True)
     return record
+
+
+@contextlib.contextmanager
+def claim(lock: Path) -> Iterator[bool]:
+    """Whether this process holds ``lock`` (an exclusive ``flock`` on that file) for the ``with`` block: False when
+    another process holds it. The system releases it when the block ends or the process dies, killed or not, so
+    several processes started on the same list of runs share them out, each run to one process, and a stopped
+    one leaves nothing to clean up."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def field_values(items: list[str], option: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ fitted once per dataset with ``--generator-seed``, on that dataset only (a 10% s
 only), trained and sampled in ``--generator-precision``, and stored under ``--generators`` (loaded on a rerun;
 large, not committed). Each finished run is stored as a small JSON record under ``--out``, by default
 ``benchmarks/results/offline_rl_study/`` in the repository: commit the records, and the results and the resume
-point survive a fresh clone; ``--report`` reads every stored run.
+point survive a fresh clone; ``--report`` reads every stored run. Processes started with the same command (one per
+core) share its runs out: each run is held by one process at a time (a lock under ``--partial``), and the others
+go on to the next.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import structlog
 import torch
 from common import (
     PLOTS,
+    claim,
     d3rlpy_baseline,
     evaluate_returns,
     fit_offline,
@@ -560,15 +563,19 @@ def main() -> None:
                 for arm in args.arms if algo in ("td3plusbc", "iql") else ("base",):
                     name = f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}{steps_suffix}"
                     partial = args.partial / f"{name}.safetensors"
-                    stored_run(
-                        args.out / f"{name}.json",
-                        functools.partial(run_one, dataset, algo, arm, seed, data, args, partial),
-                        lambda r: (
-                            f"{r['dataset']} {r['algo']} {r['arm']} seed {r['seed']}: {r['score']:.1f} "
-                            f"({r['train_s'] / 60:.0f} min)"
-                        ),
-                    )
-                    partial.unlink(missing_ok=True)  # the record is stored: the run is done
+                    with claim(partial.with_suffix(".lock")) as mine:  # one process per run, however many run
+                        if not mine:
+                            print(f"{name}: another process is running it", file=sys.stderr, flush=True)
+                            continue
+                        stored_run(
+                            args.out / f"{name}.json",
+                            functools.partial(run_one, dataset, algo, arm, seed, data, args, partial),
+                            lambda r: (
+                                f"{r['dataset']} {r['algo']} {r['arm']} seed {r['seed']}: {r['score']:.1f} "
+                                f"({r['train_s'] / 60:.0f} min)"
+                            ),
+                        )
+                        partial.unlink(missing_ok=True)  # the record is stored: the run is done
     print("done", file=sys.stderr)
 
 
