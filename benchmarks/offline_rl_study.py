@@ -563,7 +563,8 @@ def main() -> None:
                 for arm in args.arms if algo in ("td3plusbc", "iql") else ("base",):
                     name = f"{slug(minari_dataset.id)}-{algo}-{arm}-seed{seed}{steps_suffix}"
                     partial = args.partial / f"{name}.safetensors"
-                    with claim(partial.with_suffix(".lock")) as mine:  # one process per run, however many run
+                    lock = partial.with_suffix(".lock")
+                    with claim(lock) as mine:  # one process per run, however many run
                         if not mine:
                             print(f"{name}: another process is running it", file=sys.stderr, flush=True)
                             continue
@@ -576,6 +577,7 @@ def main() -> None:
                             ),
                         )
                         partial.unlink(missing_ok=True)  # the record is stored: the run is done
+                        lock.unlink()  # a process that opened it before this sees the record and moves on
     print("done", file=sys.stderr)
 
 
