@@ -291,7 +291,8 @@ class RolloutPhases:
         report = dynamics_error(env_id, rows, threads=1)
         reference = None
         if isinstance(self.generator, OneStepModel) and report.checkable.any():
-            predicted = self.generator.one_step(torch.as_tensor(rows.observations), torch.as_tensor(rows.actions))
+            # torch.tensor copies: the rows may be read-only views of the user's data
+            predicted = self.generator.one_step(torch.tensor(rows.observations), torch.tensor(rows.actions))
             errors = np.linalg.norm(predicted.cpu().numpy() - report.simulated_next_observations, axis=1)
             reference = float(np.median(errors[report.checkable]))
         return report.median_state_error, report.mean_reward_error, reference
