@@ -403,7 +403,7 @@ def actors(runs: list[dict]) -> None:
         print(
             f"| {dataset} | {algo} | {cell(list(mine.values()))} | {by_seed} (seeds "
             f"{', '.join(map(str, sorted(mine)))}) | {difference(mine, scores(dataset, 'td3plusbc'))} | "
-            f"{difference(mine, scores(dataset, 'iql'))} | {statistics.fmean(minutes):.0f} |"
+            f"{difference(mine, scores(dataset, 'iql'))} | {f'{statistics.fmean(minutes):.0f}' if minutes else '-'} |"
         )
 
 
