@@ -474,8 +474,12 @@ def plot_curves(runs: list[dict], out: Path) -> None:
     keys = sorted({row(r) for r in runs})
     if not keys:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, (dataset, algo) in zip(axes[0], keys, strict=True):
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, (dataset, algo) in zip(axes.flat, keys, strict=False):
         for i, arm in enumerate(ARMS + EXPLORATORY):
             curves = [np.array(r["curve"]) for r in runs if row(r) == (dataset, algo) and r["arm"] == arm]
             if not curves:
