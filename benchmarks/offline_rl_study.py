@@ -381,17 +381,18 @@ def per_seed(runs: list[dict], keys: list[tuple[str, str]]) -> None:
 
 
 def actors(runs: list[dict]) -> None:
-    """The diffusion actors (section 3 of the protocol) beside TD3PlusBC and IQL trained on the same data, each
-    difference paired by seed over the seeds both have."""
+    """The diffusion actors (section 3 of the protocol) beside TD3PlusBC, IQL and each other, trained on the same
+    data: each difference paired by seed over the seeds both have."""
     actor_rows = sorted({row(r) for r in runs if r["algo"] in ACTORS and r["arm"] == "base"})
     if not actor_rows:
         return
+    references = ("td3plusbc", "iql", "diffusion_ql")
     print(
-        "\nDiffusion actors on the base data beside the base learners: score, per-seed scores, and the paired "
-        "per-seed difference to TD3PlusBC and to IQL on the same seeds.\n"
+        "\nDiffusion actors on the base data: score, per-seed scores, and the paired per-seed difference to "
+        "TD3PlusBC, IQL and Diffusion-QL trained on the same data with the same seeds.\n"
     )
-    print("| dataset | actor | score | per seed | Δ to TD3PlusBC | Δ to IQL | training min per run |")
-    print("|---|---|---:|---|---:|---:|---:|")
+    print("| dataset | actor | score | per seed | " + " | ".join(f"Δ to {a}" for a in references) + " | min per run |")
+    print("|---|---|---:|---|" + "---:|" * (len(references) + 1))
 
     def scores(dataset: str, algo: str) -> dict[int, float]:
         return {r["seed"]: r["score"] for r in runs if row(r) == (dataset, algo) and r["arm"] == "base"}
@@ -400,10 +401,11 @@ def actors(runs: list[dict]) -> None:
         mine = scores(dataset, algo)
         minutes = [r["train_s"] / 60 for r in with_records(runs) if row(r) == (dataset, algo) and r["arm"] == "base"]
         by_seed = " / ".join(f"{mine[s]:.1f}" for s in sorted(mine))
+        deltas = [difference(mine, scores(dataset, a)) if a != algo else "-" for a in references]
         print(
             f"| {dataset} | {algo} | {cell(list(mine.values()))} | {by_seed} (seeds "
-            f"{', '.join(map(str, sorted(mine)))}) | {difference(mine, scores(dataset, 'td3plusbc'))} | "
-            f"{difference(mine, scores(dataset, 'iql'))} | {f'{statistics.fmean(minutes):.0f}' if minutes else '-'} |"
+            f"{', '.join(map(str, sorted(mine)))}) | " + " | ".join(deltas) + " | "
+            f"{f'{statistics.fmean(minutes):.0f}' if minutes else '-'} |"
         )
 
 
