@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from common import fit_offline, machine, quiet_d3rlpy
 from dyaug.integrations.d3rlpy import D3rlpyPolicy, transitions_to_d3rlpy
-from offline_rl_study import GENERATORS, slug
+from offline_rl_study import GENERATORS, generator_path
 
 import dyaug.datasets
 from dyaug import DyDiff, Transitions
@@ -42,7 +42,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for dataset in args.datasets:
         minari_dataset = dyaug.datasets.load(dataset)
-        path = GENERATORS / f"{slug(minari_dataset.id)}-seed0-dydiff"
+        path = generator_path(GENERATORS, minari_dataset.id, 0, "cpu-v1", "dydiff")
         if not path.exists():
             sys.exit(f"no stored DyDiff at {path}; fit it with `python benchmarks/offline_rl_study.py --datasets "
                      f"{dataset} --arms dydiff --seeds 0`.")  # fmt: skip

@@ -107,18 +107,24 @@ def slug(name: str) -> str:
     return name.removeprefix("dyaug/").replace("/", "-")
 
 
+def generator_path(directory: Path, name: str, seed: int, preset: str, part: str) -> Path:
+    """Where the study stores ``part`` (``"synther"``, ``"dydiff"``, ``"samples<n>.safetensors"``) of dataset
+    ``name``'s generators fitted with ``seed`` and ``preset`` (the study's own preset, ``cpu-v1``, has no suffix)."""
+    suffix = "" if preset == "cpu-v1" else f"-{preset}"
+    return directory / f"{slug(name)}-seed{seed}{suffix}-{part}"
+
+
 class Generators:
     """A dataset's SynthER samples and DyDiff, fitted once (``--generator-seed``) and stored, else loaded."""
 
     def __init__(self, name: str, real: Transitions, env_id: str, args: argparse.Namespace) -> None:
         self.name, self.real, self.env_id, self.args = name, real, env_id, args
-        preset = "" if args.generator_preset == "cpu-v1" else f"-{args.generator_preset}"  # the study's: no suffix
-        base = args.generators / f"{slug(name)}-seed{args.generator_seed}{preset}"
-        self.synther_path, self.dydiff_path = (
-            base.with_name(base.name + "-synther"),
-            base.with_name(base.name + "-dydiff"),
-        )
-        self.samples_path = base.with_name(base.name + f"-samples{args.synthetic}.safetensors")
+
+        def path(part: str) -> Path:
+            return generator_path(args.generators, name, args.generator_seed, args.generator_preset, part)
+
+        self.synther_path, self.dydiff_path = path("synther"), path("dydiff")
+        self.samples_path = path(f"samples{args.synthetic}.safetensors")
         self.precision = {"train_precision": args.generator_precision, "sample_precision": args.generator_precision}
 
     def synthetic(self) -> Transitions:
