@@ -47,7 +47,8 @@ mean E[x | condition] from pure noise at σ = 5 (one evaluation: the centre of t
 s_0 copied forward (a trivial reference).
 
 Fitted generators are cached under ``<out>/generators/`` (keyed by config, dataset, split and seed) and reused;
-``--generator PATH`` loads a saved DyDiff instead. Prints a markdown report (also ``<out>/report.md``) and
+a fit stopped part-way resumes from its checkpoint there (``DyDiff.fit(checkpoint=...)``) when the same command
+runs again; ``--generator PATH`` loads a saved DyDiff instead. Prints a markdown report (also ``<out>/report.md``) and
 writes ``<out>/dydiff_rollout_accuracy.png`` (mean and interquartile band against t) and the per-start errors
 (``<out>/errors.npz``).
 """
@@ -149,10 +150,11 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
     path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
     if path.is_dir():
         return DyDiff.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
-    start = time.perf_counter()
-    gen.fit(train, env_id=env_id, progress=False)
+    start, checkpoint = time.perf_counter(), path.with_name(f"{path.name}.fit.safetensors")
+    gen.fit(train, env_id=env_id, progress=False, checkpoint=checkpoint)  # a stopped fit resumes from it
     gen.save(path)
-    return gen, f"fitted in {time.perf_counter() - start:.0f} s, saved to `{path}`"
+    checkpoint.unlink()
+    return gen, f"fitted in {time.perf_counter() - start:.0f} s (this run's part), saved to `{path}`"
 
 
 def synther_generator(args: argparse.Namespace, train: Transitions, dataset_id: str) -> tuple[SynthER, str]:

@@ -84,6 +84,14 @@ class OneStepModel(Protocol):
     def one_step(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor: ...
 
 
+def fit_identity(config: dict[str, Any], data: Transitions, precision: str) -> dict[str, Any]:
+    """What a resumed fit must share with the fit that wrote its checkpoint (``train``'s ``identity``): the
+    generator's config fields (``generator.<field>``), the data's
+    :meth:`~dyaug.data.transitions.Transitions.fingerprint` and the training precision ``"auto"`` resolved to."""
+    fields = {f"generator.{name}": value for name, value in config.items()}
+    return {**fields, "data": data.fingerprint(), "train_precision": precision}
+
+
 class GeneratorBase:
     """The shared lifecycle of dyaug's generators. A subclass sets ``self._model`` in ``fit``/``load`` (its fitted
     state, with a ``training_data`` dict that holds at least ``obs_dim``, ``act_dim`` and ``env_id``)."""

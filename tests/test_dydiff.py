@@ -501,6 +501,24 @@ def test_offset_windows_cover_every_window_and_rebuild_the_states(real: Transiti
     torch.testing.assert_close(states, windows[..., :OBS], rtol=0, atol=1e-5 * float(np.abs(rows).max()))
 
 
+def test_a_fit_with_a_checkpoint_resumes_its_trajectory_model_only_on_the_same_data(
+    fitted: DyDiff, hopper: minari.MinariDataset, real: Transitions, starts: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "trajectory.safetensors"
+    first = DyDiff("tiny", device="cpu", seed=0).fit(hopper, progress=False, checkpoint=path, checkpoint_every=50)
+    assert first.training_losses == fitted.training_losses
+    assert _same(first.rollout(policy, starts, seed=7), fitted.rollout(policy, starts, seed=7))
+    # the finished checkpoint is resumed at its last step: a fit with another seed's initial weights trains nothing
+    # more and ends with the same trajectory model
+    again = DyDiff("tiny", device="cpu", seed=0).fit(hopper, progress=False, checkpoint=path)
+    weights = [gen.model.trajectory_model.network.state_dict() for gen in (again, first)]
+    assert all(torch.equal(weights[0][name], value) for name, value in weights[1].items())
+    with pytest.raises(ValueError, match=r"whose data \('[0-9a-f]{64}' against '[0-9a-f]{64}'\) differ"):
+        DyDiff("tiny", device="cpu", seed=0).fit(real.replace(rewards=real.rewards * 2), checkpoint=path)
+    with pytest.raises(ValueError, match=r"whose seed \(0 against 1\)"):
+        DyDiff("tiny", device="cpu", seed=1).fit(hopper, checkpoint=path)
+
+
 def test_residual_fit_samples_offsets_from_s0_and_round_trips(
     hopper: minari.MinariDataset, real: Transitions, starts: np.ndarray, tmp_path: Path
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -35,14 +34,6 @@ def hopper() -> minari.MinariDataset:
 @pytest.fixture(scope="module")
 def fitted(hopper: minari.MinariDataset) -> SynthER:
     return SynthER("tiny", device="cpu", seed=0).fit(hopper, progress=False)
-
-
-def _digest(t: Transitions) -> str:
-    h = hashlib.sha256()
-    for value in t.as_dict().values():
-        if value is not None:
-            h.update(value.tobytes())
-    return h.hexdigest()
 
 
 def _assert_same(a: Transitions, b: Transitions) -> None:
@@ -192,11 +183,11 @@ def test_bad_training_data_raises_named_errors(hopper: minari.MinariDataset) -> 
 
 def test_fitting_and_sampling_leave_the_real_data_untouched(hopper: minari.MinariDataset) -> None:
     real = Transitions.from_minari(hopper)[:400]
-    before = _digest(real)
+    before = real.fingerprint()
     gen = SynthER("tiny", device="cpu", train_steps=5).fit(real, progress=False)
     gen.sample(50, progress=False)
-    assert _digest(real) == before
-    assert _digest(Transitions.from_minari(hopper)[:400]) == before
+    assert real.fingerprint() == before
+    assert Transitions.from_minari(hopper)[:400].fingerprint() == before
 
 
 # -------------------------------------------------------------------------------------------- sampling
@@ -280,6 +271,33 @@ def test_same_seed_same_samples_and_save_load_repeats_them(
     kept = SynthER.load(path, device="cpu")
     assert kept.config.solver == "heun" and SynthER("tiny").config.solver == "dpmpp_2m_sde"
     _assert_same(kept.sample(300, seed=11, progress=False), twin.sample(300, seed=11, progress=False))
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_generator(
+    fitted: SynthER, hopper: minari.MinariDataset, tmp_path: Path
+) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop_at_200(generator: SynthER, step: int) -> None:
+        if step == 200:  # before the checkpoint of step 200 is written: the fit resumes from step 100
+            raise Stop
+
+    path = tmp_path / "fit.safetensors"
+    with pytest.raises(Stop):
+        SynthER("tiny", device="cpu", seed=0).fit(
+            hopper, progress=False, callback=stop_at_200, checkpoint=path, checkpoint_every=100
+        )
+    resumed = SynthER("tiny", device="cpu", seed=0).fit(hopper, progress=False, checkpoint=path, checkpoint_every=100)
+    assert resumed.training_losses == fitted.training_losses
+    _assert_same(resumed.sample(300, seed=11, progress=False), fitted.sample(300, seed=11, progress=False))
+    real = Transitions.from_minari(hopper)
+    with pytest.raises(ValueError, match=r"whose data \('[0-9a-f]{64}' against '[0-9a-f]{64}'\) differ"):
+        SynthER("tiny", device="cpu", seed=0).fit(real.replace(rewards=real.rewards + 1), checkpoint=path)
+    with pytest.raises(ValueError, match=r"generator.ema_decay \(0.995 against 0.9\) differ"):
+        SynthER("tiny", device="cpu", seed=0, ema_decay=0.9).fit(hopper, checkpoint=path)
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1"):
+        SynthER("tiny", device="cpu").fit(hopper, checkpoint=path, checkpoint_every=0)
 
 
 def test_load_refuses_other_checkpoints(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def test_resumed_run_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert second.losses == full.losses and len(full.losses) == 7
     assert second.steps == 20 and second.ema.step == full.ema.step == 20
 
-    with pytest.raises(ValueError, match="same config and seed"):
+    with pytest.raises(ValueError, match=r"whose seed \(0 against 1\) differ"):
         train(
             lambda y: edm_loss(fresh, y),
             fresh.net,
@@ -179,6 +179,45 @@ def test_resumed_run_matches_an_uninterrupted_run(tmp_path: Path) -> None:
             progress=False,
             checkpoint_path=path_b,
         )
+
+
+def test_a_checkpoint_resumes_only_the_identity_that_wrote_it(tmp_path: Path) -> None:
+    data, path = torch.randn(64, 3), tmp_path / "c.safetensors"
+    config = TrainConfig(steps=4, batch_size=8, checkpoint_every=2)
+    first = tiny_denoiser()
+    train(
+        lambda y: edm_loss(first, y),
+        first.net,
+        data,
+        config,
+        progress=False,
+        checkpoint_path=path,
+        identity={"data": "abc", "width": 8},
+    )
+    again = tiny_denoiser(seed=1)
+    done = train(
+        lambda y: edm_loss(again, y),
+        again.net,
+        data,
+        config,
+        progress=False,
+        checkpoint_path=path,
+        identity={"width": 8, "data": "abc"},
+    )
+    assert done.steps == 4  # resumed at the end, so the weights are the first run's despite another init
+    assert_same_weights(weights(again.net), weights(first.net))
+    with pytest.raises(ValueError, match=r"whose data \('abc' against 'xyz'\) differ"):
+        train(
+            lambda y: edm_loss(again, y),
+            again.net,
+            data,
+            config,
+            progress=False,
+            checkpoint_path=path,
+            identity={"data": "xyz", "width": 8},
+        )
+    with pytest.raises(ValueError, match=r"whose identity \(\{'data': 'abc', 'width': 8\} against None\) differ"):
+        train(lambda y: edm_loss(again, y), again.net, data, config, progress=False, checkpoint_path=path)
 
 
 def test_non_finite_loss_names_the_step() -> None:

@@ -6,6 +6,7 @@ Every source (Minari, d3rlpy, SB3, a generator) converts to it and every sink co
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,16 @@ class Transitions:
             else:
                 fields[f.name] = np.concatenate(values)
         return Transitions(**fields)
+
+    def fingerprint(self) -> str:
+        """A SHA-256 digest (hex) of every field's shape and bytes: equal for equal data, and what a resumed fit
+        checks to continue only on the data it started with."""
+        digest = hashlib.sha256()
+        for name, value in self.as_dict().items():
+            if value is not None:
+                digest.update(f"{name}{value.shape}".encode())
+                digest.update(value.tobytes())
+        return digest.hexdigest()
 
     # --------------------------------------------------------------- episodes
     @property

@@ -13,8 +13,9 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +95,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     checkpoint_path: str | Path | None = None,
+    identity: Mapping[str, Any] | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model``'s parameters to minimise ``loss_fn(batch)``; see the module docstring for one step.
@@ -105,6 +107,9 @@ def train(
         disables it). A given EMA must agree with ``config.ema_*``.
     :param checkpoint_path: with ``config.checkpoint_every > 0``, the file written atomically every
         ``checkpoint_every`` steps and at the end, and resumed from when it exists.
+    :param identity: what else (JSON-able) a resumed run must share with the one that wrote the checkpoint besides
+        ``config`` and ``seed``, e.g. the model's settings and a fingerprint of the data ``loss_fn`` reads;
+        a checkpoint written with another identity raises ``ValueError``.
     :param callback: called with the number of completed steps after every ``log_every`` window (and at the end),
         e.g. to evaluate the EMA during training; it must leave the model's weights alone.
 
@@ -142,7 +147,7 @@ def train(
         resumable = _Resumable(model, optimizer, scheduler, ema, generator, log)
         step = 0
         if checkpoint_path is not None and Path(checkpoint_path).exists():  # resume
-            step = resumable.load(checkpoint_path, config, seed)
+            step = resumable.load(checkpoint_path, config, seed, identity)
         model.train()
         bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress or rank > 0)
         try:
@@ -174,7 +179,7 @@ def train(
                 if checkpoint_path is not None and (step % config.checkpoint_every == 0 or step == config.steps):
                     log.raise_if_non_finite()
                     if rank == 0:
-                        resumable.save(checkpoint_path, config, seed, step)
+                        resumable.save(checkpoint_path, config, seed, step, identity)
         except RuntimeError as err:
             if size == 1 or not _peer_failure(err):
                 raise
@@ -248,22 +253,22 @@ class _Resumable:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.generator.device)
         return state
 
-    def save(self, path: str | Path, config: TrainConfig, seed: int, step: int) -> None:
+    def save(self, path: str | Path, config: TrainConfig, seed: int, step: int, identity: Mapping | None) -> None:
         tensors, layout = flatten_state(self.state(), "train")
         meta = {
             "kind": CHECKPOINT_KIND,
             "step": step,
             "device_type": self.generator.device.type,
-            "run": _run_identity(config, seed),
+            "run": _run_identity(config, seed, identity),
             "losses": self.log.losses,
             "window_count": self.log.window_count,
             "layout": layout,
         }
         save_checkpoint(path, tensors, meta)
 
-    def load(self, path: str | Path, config: TrainConfig, seed: int) -> int:
+    def load(self, path: str | Path, config: TrainConfig, seed: int, identity: Mapping | None) -> int:
         tensors, meta = load_checkpoint(path, "cpu", kind=CHECKPOINT_KIND)
-        run = _run_identity(config, seed)
+        run = _run_identity(config, seed, identity)
         written, here = meta["run"].get("world_size", 1), run.get("world_size", 1)
         if written != here:
             raise ValueError(
@@ -273,8 +278,8 @@ class _Resumable:
             )
         if meta["run"] != run:
             raise ValueError(
-                f"{path} was written by a run with settings {meta['run']}, not {run}; "
-                "resume with the same config and seed, or delete the file to start over."
+                f"{path} was written by a run whose {_differences(meta['run'], run)} differ from this run's; "
+                "resume with the same data, settings and seed, or delete the file to start over."
             )
         written_on, here = meta.get("device_type", "cpu"), self.generator.device.type
         if written_on != here:
@@ -310,12 +315,29 @@ def _peer_failure(err: RuntimeError) -> bool:
     )
 
 
-def _run_identity(config: TrainConfig, seed: int) -> dict:
-    """The settings a resumed run must share with the one that wrote the checkpoint (JSON-normalised); the number of
-    processes of a torchrun job is one of them."""
+def _run_identity(config: TrainConfig, seed: int, identity: Mapping | None = None) -> dict:
+    """The settings a resumed run must share with the one that wrote the checkpoint (JSON-normalised): the config
+    but ``checkpoint_every``, the seed, the caller's ``identity`` and the number of processes of a torchrun job."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
     size = world()[1]
-    return json.loads(json.dumps({**fields, "seed": seed, **({"world_size": size} if size > 1 else {})}))
+    extra = {"identity": dict(identity)} if identity else {}
+    return json.loads(json.dumps({**fields, "seed": seed, **extra, **({"world_size": size} if size > 1 else {})}))
+
+
+def _differences(written: dict, here: dict) -> str:
+    """The names of the settings on which two run identities differ, with both values (``identity`` per key)."""
+    parts = []
+    for key in sorted(written.keys() | here.keys()):
+        a, b = written.get(key), here.get(key)
+        if a == b:
+            continue
+        if key == "identity" and isinstance(a, dict) and isinstance(b, dict):
+            parts += [
+                f"{k} ({a.get(k)!r} against {b.get(k)!r})" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+            ]
+        else:
+            parts.append(f"{key} ({a!r} against {b!r})")
+    return ", ".join(parts)
 
 
 def _lr_factor(config: TrainConfig) -> Callable[[int], float]:

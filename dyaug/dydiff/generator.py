@@ -166,6 +166,8 @@ class DyDiff(GeneratorBase):
         reward: RewardFn | None = None,
         termination: TerminationFn | None = None,
         progress: bool = True,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 1000,
     ) -> DyDiff:
         """Train the models on ``data`` (see :func:`dyaug.data.coerce.to_transitions`); ``data`` is never modified.
 
@@ -174,8 +176,14 @@ class DyDiff(GeneratorBase):
         environment of a Minari dataset), else a :class:`~dyaug.models.TerminalClassifier` fitted on the data's
         terminal flags (config ``terminal``). Data without any terminal and without a known rule raises
         ``ValueError``: pass ``termination=dyaug.models.never_terminates`` for a task that never terminates.
-        Returns ``self``.
+
+        With ``checkpoint`` (a file path) the trajectory model's training state, most of a fit's time, is written
+        there atomically every ``checkpoint_every`` steps and at the end, and a fit that finds the file resumes from
+        it: on the CPU the weights equal an uninterrupted fit's. It resumes only the same data
+        (:meth:`Transitions.fingerprint`), config, seed and training precision, else ``ValueError``. The one-step
+        models are refitted (minutes). Returns ``self``.
         """
+        check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)
         config, device, seed = self.config, self.device, self.seed
         env_id = env_id if env_id is not None else env_id_of(data)
@@ -193,7 +201,13 @@ class DyDiff(GeneratorBase):
             _check_sizes(name, given, transitions)
         check_same_device({"dynamics": dynamics, "reward": reward, "termination": termination}, device, "DyDiff")
         trajectory_model, losses = fit_trajectory_model(
-            transitions, config, seed=seed, device=device, progress=progress
+            transitions,
+            config,
+            seed=seed,
+            device=device,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )
         if dynamics is None:
             dynamics = DynamicsEnsemble.fit(

@@ -21,6 +21,7 @@ normalised on their own (:func:`offset_normalizer`), and come back as s_0 + offs
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
 from dyaug.dydiff.config import DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
+from dyaug.generators import fit_identity
 from dyaug.persistence import ModelCheckpoint
 
 
@@ -245,6 +247,8 @@ def fit_trajectory_model(
     seed: int,
     device: torch.device,
     progress: bool,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> tuple[TrajectoryModel, list[float]]:
     """Train the trajectory model on the windows of ``transitions`` (see :class:`~dyaug.dydiff.windows.WindowIndex`);
     returns the model (EMA weights) and the training losses per log window.
@@ -252,7 +256,8 @@ def fit_trajectory_model(
     The loss is ``edm_loss`` with ``given`` = s_0 and the actions (:func:`given_mask`) and ``loss_mask`` = the
     real steps of each window; with ``config.residual`` each batch of raw windows is encoded with the state
     offsets (:func:`encode_windows`). :func:`~dyaug.diffusion.training.train` draws its batches from the window
-    descriptors, which the loss gathers into windows.
+    descriptors, which the loss gathers into windows. With ``checkpoint`` the training resumes from and writes that
+    file (see :meth:`~dyaug.dydiff.DyDiff.fit`).
     """
     obs_dim, act_dim = transitions.obs_dim, transitions.act_dim
     rows = np.concatenate([transitions.observations, transitions.actions], axis=1)
@@ -278,10 +283,12 @@ def fit_trajectory_model(
         loss_fn,
         network,
         index.descriptors(device),
-        config.train_config(),
+        dataclasses.replace(config.train_config(), checkpoint_every=checkpoint_every if checkpoint else 0),
         seed=seed,
         progress=progress,
         desc="DyDiff trajectory model",
+        checkpoint_path=checkpoint,
+        identity=fit_identity(config.to_dict(), transitions, denoiser.precision),
     )
     ema_network = result.ema.module if result.ema is not None else network.eval().requires_grad_(False)
     constant = ConstantColumns.fit(np.concatenate([transitions.observations, transitions.next_observations]))

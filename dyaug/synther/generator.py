@@ -27,7 +27,7 @@ from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, check_sampling_overrides
 from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
-from dyaug.generators import GeneratorBase
+from dyaug.generators import GeneratorBase, fit_identity
 from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
 from dyaug.synther.labels import Labeller
@@ -107,6 +107,8 @@ class SynthER(GeneratorBase):
         env_id: str | None = None,
         progress: bool = True,
         callback: Callable[[SynthER, int], None] | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 1000,
     ) -> SynthER:
         """Train a fresh model on ``data`` (see :func:`dyaug.data.coerce.to_transitions` for what is accepted).
 
@@ -118,8 +120,15 @@ class SynthER(GeneratorBase):
         follow the known rule of ``env_id`` (default: the environment a Minari dataset records) or a learned
         classifier. ``callback(self, step)`` runs after every 100 training steps with the generator sampling
         from the EMA weights of that step (to follow fidelity during training); the label models are fitted after
-        the diffusion model, so ``labels="models"`` generators get no callback. Returns ``self``.
+        the diffusion model, so ``labels="models"`` generators get no callback.
+
+        With ``checkpoint`` (a file path) the diffusion model's training state is written there atomically every
+        ``checkpoint_every`` steps and at the end, and a fit that finds the file resumes from it: on the CPU the
+        weights equal an uninterrupted fit's. It resumes only the same data (:meth:`Transitions.fingerprint`),
+        config, seed and training precision, else ``ValueError``. The label models are refitted (minutes). Returns
+        ``self``.
         """
+        check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)
         bounds = (
             infer_action_bounds(data, transitions)
@@ -177,11 +186,13 @@ class SynthER(GeneratorBase):
             lambda batch: edm_loss(denoiser, batch),
             network,
             torch.as_tensor(codec.encode(rows), dtype=torch.float32, device=self.device),
-            train_config,
+            dataclasses.replace(train_config, checkpoint_every=checkpoint_every if checkpoint else 0),
             seed=self.seed,
             ema=ema,
             progress=progress,
             desc="SynthER fit",
+            checkpoint_path=checkpoint,
+            identity=fit_identity(config.to_dict(), transitions, denoiser.precision),
             callback=on_log,
         )
         labeller = None
