@@ -95,7 +95,9 @@ def _synther_fit(args: argparse.Namespace) -> int:
     rank, size = init_from_environment(device)
     overrides = {} if args.steps is None else {"train_steps": args.steps}
     dataset = load(args.dataset, progress=rank == 0)
-    generator = SynthER(args.preset, device=device, seed=args.seed, **overrides).fit(dataset, progress=rank == 0)
+    generator = SynthER(args.preset, device=device, seed=args.seed, **overrides).fit(
+        dataset, progress=rank == 0, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every
+    )
     if rank == 0:
         path = generator.save(args.out)
         print(f"{path}: SynthER ({args.preset}) fitted on {dataset.id} by {size} process(es)")
@@ -192,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     fit.add_argument("--device", default="auto")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument(
+        "--checkpoint", default=None, help="the training state's file: written as it trains, resumed from when present"
+    )
+    fit.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     fit.set_defaults(func=_synther_fit)
     smp = synther.add_parser("sample", help="draw N transitions into a sharded set on disk")
     smp.add_argument("checkpoint")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from dyaug.integrations.cli import main
 from dyaug.integrations.demo import DemoConfig, run_demo
+
+import dyaug.datasets
+from dyaug import SynthER
 
 TINY = "dyaug/hopper/medium-replay-tiny-v0"  # forged in seconds; the demo's default is the packaged dataset
 
@@ -87,3 +91,20 @@ def test_the_packaged_demo_dataset_loads_and_matches_its_checksums() -> None:
     prov = store.provenance(ds.storage.metadata)
     assert set(prov["parts"]) == {"dyaug/hopper/medium-v0", "dyaug/hopper/medium-replay-v0"}
     assert prov["teacher"]["name"] == "ppo" and ds.id in minari.list_local_datasets()
+
+
+def test_synther_fit_resumes_from_its_checkpoint_and_refuses_another_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dyaug.datasets.forge("hopper", "random", budget="tiny", progress=False)
+    state = tmp_path / "fit.safetensors"
+    fit = ["synther", "fit", "hopper/random-tiny", "--preset", "tiny", "--steps", "40", "--device", "cpu"]
+    fit += ["--checkpoint", str(state), "--checkpoint-every", "20"]
+    assert main([*fit, "--out", str(tmp_path / "a.safetensors")]) == 0 and state.exists()
+    assert main([*fit, "--out", str(tmp_path / "b.safetensors")]) == 0  # resumed at step 40: nothing to train
+    a, b = (SynthER.load(tmp_path / f"{name}.safetensors", device="cpu") for name in "ab")
+    assert a.training_losses == b.training_losses and len(a.training_losses) >= 1
+    assert np.array_equal(a.sample(64, seed=3, progress=False).observations, b.sample(64, seed=3).observations)
+    capsys.readouterr()
+    assert main([*fit, "--out", str(tmp_path / "c.safetensors"), "--seed", "1"]) == 2
+    assert "seed (0 against 1)" in capsys.readouterr().err
