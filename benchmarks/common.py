@@ -72,15 +72,15 @@ def stored_run(path: Path, run: Callable[[], dict], line: Callable[[dict], str])
 
 
 @contextlib.contextmanager
-def claim(lock: Path) -> Iterator[bool]:
+def claim(lock: Path, *, wait: bool = False) -> Iterator[bool]:
     """Whether this process holds ``lock`` (an exclusive ``flock`` on that file) for the ``with`` block: False when
-    another process holds it. The system releases it when the block ends or the process dies, killed or not, so
-    several processes started on the same list of runs share them out, each run to one process, and a stopped
-    one leaves nothing to clean up."""
+    another process holds it, or with ``wait`` always True, after waiting for the holder to release it. The system
+    releases it when the block ends or the process dies, killed or not, so several processes started on the same
+    list of runs share them out, each run to one process, and a stopped one leaves nothing to clean up."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

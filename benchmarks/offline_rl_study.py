@@ -127,34 +127,49 @@ class Generators:
         self.samples_path = path(f"samples{args.synthetic}.safetensors")
         self.precision = {"train_precision": args.generator_precision, "sample_precision": args.generator_precision}
 
-    def synthetic(self) -> Transitions:
-        from dyaug.persistence import load_checkpoint, save_checkpoint
+    def prepare(self, arm: str) -> None:
+        """Fit and sample what ``arm`` needs when it is not stored yet (one process; the others wait for it). A run
+        calls this before it seeds its learner, since fitting and sampling draw from the global random generators:
+        the run that makes the files then trains as a rerun that finds them does."""
+        if arm in DYDIFF_LABELS:
+            with claim(self.dydiff_path.with_name(self.dydiff_path.name + ".lock"), wait=True):
+                if not self.dydiff_path.exists():
+                    self.fit(DyDiff, self.dydiff_path)
+        elif arm != "base":
+            with claim(self.samples_path.with_name(self.samples_path.name + ".lock"), wait=True):
+                if not self.samples_path.exists():
+                    self.sample()
 
-        if self.samples_path.exists():
-            tensors, _ = load_checkpoint(self.samples_path, kind="synthetic-transitions")
-            return Transitions(**{k: v.numpy() for k, v in tensors.items()})
-        path = self.synther_path
-        if path.exists():
-            generator = SynthER.load(path, device="cpu", sample_precision=self.args.generator_precision)
-        else:
-            generator = SynthER(
-                self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision
-            )
-            generator.fit(self.real, env_id=self.env_id, progress=False)
-            generator.save(path)
+    def sample(self) -> None:
+        """Draw the SynthER samples (fitting SynthER first when it is not stored) and store them."""
+        from dyaug.persistence import save_checkpoint
+
+        if not self.synther_path.exists():
+            self.fit(SynthER, self.synther_path)
+        generator = SynthER.load(self.synther_path, device="cpu", sample_precision=self.args.generator_precision)
         samples = generator.sample(self.args.synthetic, seed=self.args.generator_seed, progress=False)
         tensors = {k: torch.from_numpy(np.array(v)) for k, v in samples.as_dict().items() if v is not None}
         save_checkpoint(self.samples_path, tensors, {"kind": "synthetic-transitions", **generator.provenance()})
-        return samples
+
+    def fit(self, kind: type[SynthER] | type[DyDiff], path: Path) -> None:
+        """Fit a ``kind`` generator on the real data and save it at ``path``; a stopped fit resumes from its
+        checkpoint beside ``path``."""
+        checkpoint = path.with_name(f"{path.name}.fit.safetensors")
+        generator = kind(self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision)
+        generator.fit(self.real, env_id=self.env_id, progress=False, checkpoint=checkpoint)
+        generator.save(path)
+        checkpoint.unlink()
+
+    def synthetic(self) -> Transitions:
+        """The stored SynthER samples (:meth:`prepare` makes them)."""
+        from dyaug.persistence import load_checkpoint
+
+        tensors, _ = load_checkpoint(self.samples_path, kind="synthetic-transitions")
+        return Transitions(**{k: v.numpy() for k, v in tensors.items()})
 
     def dydiff(self, labels: str) -> DyDiff:
-        """The stored DyDiff with ``labels`` (a rollout setting: the same fitted models for every arm)."""
-        if not self.dydiff_path.exists():
-            generator = DyDiff(
-                self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision
-            )
-            generator.fit(self.real, env_id=self.env_id, progress=False)
-            generator.save(self.dydiff_path)
+        """The stored DyDiff with ``labels`` (a rollout setting: the same fitted models for every arm; :meth:`prepare`
+        fits them)."""
         return DyDiff.load(
             self.dydiff_path, device="cpu", labels=labels, sample_precision=self.args.generator_precision
         )
@@ -181,6 +196,7 @@ def run_one(
     task = "-".join(parse_dataset_id(parent_name(dataset))[:2])
     real_buffer = transitions_to_d3rlpy(real)
     fixed = behaviour_cloning(real_buffer, env_id, env_short, seed, args) if arm == "dydiff-fixed" else None
+    generators.prepare(arm)
     algo = build_algo(algo_name, task, seed, args)  # seeds d3rlpy: the learner starts as in every other arm
     chunk = args.steps // args.evaluations
     if arm in DYDIFF_LABELS:
