@@ -74,7 +74,7 @@ def stored_run(path: Path, run: Callable[[], dict], line: Callable[[dict], str])
 @contextlib.contextmanager
 def claim(lock: Path, *, wait: bool = False) -> Iterator[bool]:
     """Whether this process holds ``lock`` (an exclusive ``flock`` on that file) for the ``with`` block: False when
-    another process holds it, or with ``wait`` always True, after waiting for the holder to release it. The system
+    another process holds it; with ``wait=True`` it waits until the holder releases it, then True. The system
     releases it when the block ends or the process dies, killed or not, so several processes started on the same
     list of runs share them out, each run to one process, and a stopped one leaves nothing to clean up."""
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,23 @@ def claim(lock: Path, *, wait: bool = False) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fit_once(make: Callable[[], Any], data: Any, path: Path, **fit_kwargs: Any) -> bool:
+    """Fit the generator ``make()`` on ``data`` and save it at ``path`` unless ``path`` exists; whether it fitted.
+
+    One process fits while any other calling this with the same ``path`` waits for it (:func:`claim`), and a fit
+    stopped part-way resumes from its checkpoint ``<path>.fit.safetensors`` (removed once the fit is saved)."""
+    checkpoint = path.with_name(f"{path.name}.fit.safetensors")
+    with claim(path.with_name(f"{path.name}.lock"), wait=True):
+        if path.exists():
+            checkpoint.unlink(missing_ok=True)  # left by a process stopped between saving and removing it
+            return False
+        generator = make()
+        generator.fit(data, checkpoint=checkpoint, **fit_kwargs)
+        generator.save(path)
+        checkpoint.unlink()
+        return True
 
 
 def field_values(items: list[str], option: str) -> dict[str, Any]:

@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Report, field_values, forge_policy, machine, mean_median
+from common import Report, field_values, fit_once, forge_policy, machine, mean_median
 from synther_fidelity import split_episodes
 
 import dyaug.datasets
@@ -148,12 +148,9 @@ def dydiff_generator(args: argparse.Namespace, train: Transitions, env_id: str, 
     stem = f"dydiff-{args.preset}-H{gen.config.horizon}-seed{args.seed}"
     trained, sampling = split_sampling(gen.config.to_dict(), SAMPLING_FIELDS)
     path = cached_path(args, stem, trained, dataset_id, args.held_out, len(train))
-    if path.is_dir():
+    start = time.perf_counter()
+    if not fit_once(lambda: gen, train, path, env_id=env_id, progress=False):  # a stopped fit resumes
         return DyDiff.load(path, device=args.device, **sampling), f"loaded from the cache `{path}`"
-    start, checkpoint = time.perf_counter(), path.with_name(f"{path.name}.fit.safetensors")
-    gen.fit(train, env_id=env_id, progress=False, checkpoint=checkpoint)  # a stopped fit resumes from it
-    gen.save(path)
-    checkpoint.unlink()
     return gen, f"fitted in {time.perf_counter() - start:.0f} s (this run's part), saved to `{path}`"
 
 

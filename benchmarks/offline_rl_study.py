@@ -56,6 +56,7 @@ from common import (
     d3rlpy_baseline,
     evaluate_returns,
     fit_offline,
+    fit_once,
     machine,
     normalized_scores,
     phase_summary,
@@ -132,9 +133,7 @@ class Generators:
         calls this before it seeds its learner, since fitting and sampling draw from the global random generators:
         the run that makes the files then trains as a rerun that finds them does."""
         if arm in DYDIFF_LABELS:
-            with claim(self.dydiff_path.with_name(self.dydiff_path.name + ".lock"), wait=True):
-                if not self.dydiff_path.exists():
-                    self.fit(DyDiff, self.dydiff_path)
+            self.fit(DyDiff, self.dydiff_path)
         elif arm != "base":
             with claim(self.samples_path.with_name(self.samples_path.name + ".lock"), wait=True):
                 if not self.samples_path.exists():
@@ -144,21 +143,20 @@ class Generators:
         """Draw the SynthER samples (fitting SynthER first when it is not stored) and store them."""
         from dyaug.persistence import save_checkpoint
 
-        if not self.synther_path.exists():
-            self.fit(SynthER, self.synther_path)
+        self.fit(SynthER, self.synther_path)
         generator = SynthER.load(self.synther_path, device="cpu", sample_precision=self.args.generator_precision)
         samples = generator.sample(self.args.synthetic, seed=self.args.generator_seed, progress=False)
         tensors = {k: torch.from_numpy(np.array(v)) for k, v in samples.as_dict().items() if v is not None}
         save_checkpoint(self.samples_path, tensors, {"kind": "synthetic-transitions", **generator.provenance()})
 
     def fit(self, kind: type[SynthER] | type[DyDiff], path: Path) -> None:
-        """Fit a ``kind`` generator on the real data and save it at ``path``; a stopped fit resumes from its
-        checkpoint beside ``path``."""
-        checkpoint = path.with_name(f"{path.name}.fit.safetensors")
-        generator = kind(self.args.generator_preset, device="cpu", seed=self.args.generator_seed, **self.precision)
-        generator.fit(self.real, env_id=self.env_id, progress=False, checkpoint=checkpoint)
-        generator.save(path)
-        checkpoint.unlink()
+        """A ``kind`` generator fitted on the real data and saved at ``path``, unless it is there (:func:`fit_once`)."""
+        args = self.args
+
+        def make() -> SynthER | DyDiff:
+            return kind(args.generator_preset, device="cpu", seed=args.generator_seed, **self.precision)
+
+        fit_once(make, self.real, path, env_id=self.env_id, progress=False)
 
     def synthetic(self) -> Transitions:
         """The stored SynthER samples (:meth:`prepare` makes them)."""

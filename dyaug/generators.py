@@ -16,7 +16,7 @@ for a generator used before ``fit``, the stream of per-call seeds and the common
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -84,11 +84,15 @@ class OneStepModel(Protocol):
     def one_step(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor: ...
 
 
-def fit_identity(config: dict[str, Any], data: Transitions, precision: str) -> dict[str, Any]:
+def fit_identity(
+    config: dict[str, Any], data: Transitions, precision: str, *, untrained: Iterable[str]
+) -> dict[str, Any]:
     """What a resumed fit must share with the fit that wrote its checkpoint (``train``'s ``identity``): the
-    generator's config fields (``generator.<field>``), the data's
-    :meth:`~dyaug.data.transitions.Transitions.fingerprint` and the training precision ``"auto"`` resolved to."""
-    fields = {f"generator.{name}": value for name, value in config.items()}
+    generator's config fields but those that do not change the model being trained (``untrained``: the sampling
+    settings, the settings of models fitted afterwards), each as ``generator.<field>``; the data's
+    :meth:`~dyaug.data.transitions.Transitions.fingerprint`; and the training precision ``"auto"`` resolved to."""
+    skip = set(untrained)
+    fields = {f"generator.{name}": value for name, value in config.items() if name not in skip}
     return {**fields, "data": data.fingerprint(), "train_precision": precision}
 
 

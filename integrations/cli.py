@@ -195,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="auto")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument(
-        "--checkpoint", default=None, help="the training state's file: written as it trains, resumed from when present"
+        "--checkpoint",
+        default=None,
+        help="the training state's file: written as it trains, resumed from when present, kept after the fit",
     )
-    fit.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
+    fit.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (with --checkpoint)")
     fit.set_defaults(func=_synther_fit)
     smp = synther.add_parser("sample", help="draw N transitions into a sharded set on disk")
     smp.add_argument("checkpoint")

@@ -101,10 +101,12 @@ def test_synther_fit_resumes_from_its_checkpoint_and_refuses_another_seeds(
     fit = ["synther", "fit", "hopper/random-tiny", "--preset", "tiny", "--steps", "40", "--device", "cpu"]
     fit += ["--checkpoint", str(state), "--checkpoint-every", "20"]
     assert main([*fit, "--out", str(tmp_path / "a.safetensors")]) == 0 and state.exists()
+    written = state.stat().st_mtime_ns
     assert main([*fit, "--out", str(tmp_path / "b.safetensors")]) == 0  # resumed at step 40: nothing to train
+    assert state.stat().st_mtime_ns == written  # a fit that trained would have rewritten it
     a, b = (SynthER.load(tmp_path / f"{name}.safetensors", device="cpu") for name in "ab")
     assert a.training_losses == b.training_losses and len(a.training_losses) >= 1
     assert np.array_equal(a.sample(64, seed=3, progress=False).observations, b.sample(64, seed=3).observations)
     capsys.readouterr()
     assert main([*fit, "--out", str(tmp_path / "c.safetensors"), "--seed", "1"]) == 2
-    assert "seed (0 against 1)" in capsys.readouterr().err
+    assert "seed: checkpoint 0, this run 1" in capsys.readouterr().err

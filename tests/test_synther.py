@@ -288,14 +288,23 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_generator(
         SynthER("tiny", device="cpu", seed=0).fit(
             hopper, progress=False, callback=stop_at_200, checkpoint=path, checkpoint_every=100
         )
-    resumed = SynthER("tiny", device="cpu", seed=0).fit(hopper, progress=False, checkpoint=path, checkpoint_every=100)
+    seen: list[int] = []
+    resumed = SynthER("tiny", device="cpu", seed=0).fit(
+        hopper, progress=False, callback=lambda _, step: seen.append(step), checkpoint=path, checkpoint_every=100
+    )
+    assert seen == [200, 300]  # continued from the checkpoint of step 100
     assert resumed.training_losses == fitted.training_losses
     _assert_same(resumed.sample(300, seed=11, progress=False), fitted.sample(300, seed=11, progress=False))
     real = Transitions.from_minari(hopper)
-    with pytest.raises(ValueError, match=r"whose data \('[0-9a-f]{64}' against '[0-9a-f]{64}'\) differ"):
+    with pytest.raises(ValueError, match=r"\(data: checkpoint '[0-9a-f]{64}', this run '[0-9a-f]{64}'\)"):
         SynthER("tiny", device="cpu", seed=0).fit(real.replace(rewards=real.rewards + 1), checkpoint=path)
-    with pytest.raises(ValueError, match=r"generator.ema_decay \(0.995 against 0.9\) differ"):
-        SynthER("tiny", device="cpu", seed=0, ema_decay=0.9).fit(hopper, checkpoint=path)
+    with pytest.raises(ValueError, match=r"\(generator.width: checkpoint 64, this run 32\)"):
+        SynthER("tiny", device="cpu", seed=0, width=32).fit(hopper, checkpoint=path)
+    # sampling settings are not training settings: the finished fit resumes (and trains nothing)
+    seen.clear()
+    other_sampler = SynthER("tiny", device="cpu", seed=0, sampler_steps=8, solver="dpmpp_2m_sde")
+    other_sampler.fit(hopper, progress=False, callback=lambda _, step: seen.append(step), checkpoint=path)
+    assert seen == [] and other_sampler.training_losses == fitted.training_losses
     with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1"):
         SynthER("tiny", device="cpu").fit(hopper, checkpoint=path, checkpoint_every=0)
 

@@ -278,8 +278,8 @@ class _Resumable:
             )
         if meta["run"] != run:
             raise ValueError(
-                f"{path} was written by a run whose {_differences(meta['run'], run)} differ from this run's; "
-                "resume with the same data, settings and seed, or delete the file to start over."
+                f"{path} was written by a run with other settings ({_differences(meta['run'], run)}); resume with "
+                "the checkpoint's data, settings and seed, or delete the file to start over."
             )
         written_on, here = meta.get("device_type", "cpu"), self.generator.device.type
         if written_on != here:
@@ -325,7 +325,8 @@ def _run_identity(config: TrainConfig, seed: int, identity: Mapping | None = Non
 
 
 def _differences(written: dict, here: dict) -> str:
-    """The names of the settings on which two run identities differ, with both values (``identity`` per key)."""
+    """The settings on which a checkpoint's run identity and this run's differ, each with both values (the caller's
+    ``identity`` key by key)."""
     parts = []
     for key in sorted(written.keys() | here.keys()):
         a, b = written.get(key), here.get(key)
@@ -333,11 +334,13 @@ def _differences(written: dict, here: dict) -> str:
             continue
         if key == "identity" and isinstance(a, dict) and isinstance(b, dict):
             parts += [
-                f"{k} ({a.get(k)!r} against {b.get(k)!r})" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+                f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}"
+                for k in sorted(a.keys() | b.keys())
+                if a.get(k) != b.get(k)
             ]
         else:
-            parts.append(f"{key} ({a!r} against {b!r})")
-    return ", ".join(parts)
+            parts.append(f"{key}: checkpoint {a!r}, this run {b!r}")
+    return "; ".join(parts)
 
 
 def _lr_factor(config: TrainConfig) -> Callable[[int], float]:

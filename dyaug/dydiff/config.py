@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 from dyaug.device import CompileMode, Precision
 from dyaug.diffusion.networks import TemporalUNet1d
 from dyaug.diffusion.networks.temporal_unet import GROUPS
-from dyaug.diffusion.settings import EDMHeunSettings
+from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, EDMHeunSettings
 from dyaug.diffusion.training import TrainConfig
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import LABELS, RowLabels
@@ -23,6 +23,18 @@ from dyaug.models import EnsembleConfig, RewardConfig, TerminalConfig
 from dyaug.models.config import FitSettings
 from dyaug.presets import preset_config
 from dyaug.validation import check_int
+
+SAMPLING_FIELDS = (
+    *EDM_SAMPLING_FIELDS,
+    "iterations",
+    "average",
+    "filter",
+    "keep_fraction",
+    "temperature",
+    "support_margin",
+    "labels",
+)
+"""DyDiffConfig fields that :meth:`DyDiff.load` may replace: how to sample, not what was learned."""
 
 GIVEN_INPUTS = ("scaled", "clean")
 """How s_0 and the actions enter the trajectory network: at clean scale, or scaled by c_in(σ) (official)."""

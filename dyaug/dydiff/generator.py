@@ -19,8 +19,8 @@ from torch import Tensor
 from dyaug.data.coerce import env_id_of, to_transitions
 from dyaug.data.transitions import Transitions
 from dyaug.device import check_same_device, resolve_device
-from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, check_sampling_overrides
-from dyaug.dydiff.config import DyDiffConfig, resolve_config
+from dyaug.diffusion.settings import check_sampling_overrides
+from dyaug.dydiff.config import SAMPLING_FIELDS, DyDiffConfig, resolve_config
 from dyaug.dydiff.filters import TrajectoryFilter, make_filter
 from dyaug.dydiff.rollout import Dynamics, Policy, RewardFn, RolloutEngine
 from dyaug.dydiff.trajectory_model import TrajectoryModel, fit_trajectory_model
@@ -77,18 +77,6 @@ class RolloutStats:
 
 
 _COUNTS = ("trajectories", "kept", "transitions", "terminated", "truncated", "clipped_rewards")
-
-SAMPLING_FIELDS = (
-    *EDM_SAMPLING_FIELDS,
-    "iterations",
-    "average",
-    "filter",
-    "keep_fraction",
-    "temperature",
-    "support_margin",
-    "labels",
-)
-"""DyDiffConfig fields that :meth:`DyDiff.load` may replace: how to sample, not what was learned."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -180,8 +168,11 @@ class DyDiff(GeneratorBase):
         With ``checkpoint`` (a file path) the trajectory model's training state, most of a fit's time, is written
         there atomically every ``checkpoint_every`` steps and at the end, and a fit that finds the file resumes from
         it: on the CPU the weights equal an uninterrupted fit's. It resumes only the same data
-        (:meth:`Transitions.fingerprint`), config, seed and training precision, else ``ValueError``. The one-step
-        models are refitted (minutes). Returns ``self``.
+        (:meth:`Transitions.fingerprint`), trajectory-model settings (sampling ones and the one-step models' may
+        change), seed and training precision, else ``ValueError`` naming what differs (with
+        ``train_precision="auto"``, pin the precision the checkpoint names to resume where "auto" chooses the
+        other). The file stays after the fit: a later fit with it trains nothing; delete it to start over. The
+        one-step models are refitted (minutes). Returns ``self``.
         """
         check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)

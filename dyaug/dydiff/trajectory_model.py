@@ -37,7 +37,7 @@ from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.samplers import _Sampler
 from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
-from dyaug.dydiff.config import DyDiffConfig
+from dyaug.dydiff.config import SAMPLING_FIELDS, DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
 from dyaug.generators import fit_identity
 from dyaug.persistence import ModelCheckpoint
@@ -240,6 +240,10 @@ def trajectory_denoiser(network: nn.Module, config: DyDiffConfig, precision: Pre
     return EDMDenoiser(network, config.schedule(), precision=precision, clean_input=clean_input)
 
 
+ONE_STEP_MODELS = ("dynamics", "reward", "terminal")
+"""DyDiffConfig fields of the models fitted after the trajectory model (they do not change it)."""
+
+
 def fit_trajectory_model(
     transitions: Transitions,
     config: DyDiffConfig,
@@ -283,12 +287,14 @@ def fit_trajectory_model(
         loss_fn,
         network,
         index.descriptors(device),
-        dataclasses.replace(config.train_config(), checkpoint_every=checkpoint_every if checkpoint else 0),
+        dataclasses.replace(config.train_config(), checkpoint_every=0 if checkpoint is None else checkpoint_every),
         seed=seed,
         progress=progress,
         desc="DyDiff trajectory model",
         checkpoint_path=checkpoint,
-        identity=fit_identity(config.to_dict(), transitions, denoiser.precision),
+        identity=fit_identity(
+            config.to_dict(), transitions, denoiser.precision, untrained=(*SAMPLING_FIELDS, *ONE_STEP_MODELS)
+        ),
     )
     ema_network = result.ema.module if result.ema is not None else network.eval().requires_grad_(False)
     constant = ConstantColumns.fit(np.concatenate([transitions.observations, transitions.next_observations]))

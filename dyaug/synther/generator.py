@@ -125,8 +125,10 @@ class SynthER(GeneratorBase):
         With ``checkpoint`` (a file path) the diffusion model's training state is written there atomically every
         ``checkpoint_every`` steps and at the end, and a fit that finds the file resumes from it: on the CPU the
         weights equal an uninterrupted fit's. It resumes only the same data (:meth:`Transitions.fingerprint`),
-        config, seed and training precision, else ``ValueError``. The label models are refitted (minutes). Returns
-        ``self``.
+        training settings (sampling ones may change), seed and training precision, else ``ValueError`` naming what
+        differs (with ``train_precision="auto"``, pin the precision the checkpoint names to resume where "auto"
+        chooses the other). The file stays after the fit: a later fit with it trains nothing; delete it to start
+        over. The label models are refitted (minutes). Returns ``self``.
         """
         check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)
@@ -186,13 +188,15 @@ class SynthER(GeneratorBase):
             lambda batch: edm_loss(denoiser, batch),
             network,
             torch.as_tensor(codec.encode(rows), dtype=torch.float32, device=self.device),
-            dataclasses.replace(train_config, checkpoint_every=checkpoint_every if checkpoint else 0),
+            dataclasses.replace(train_config, checkpoint_every=0 if checkpoint is None else checkpoint_every),
             seed=self.seed,
             ema=ema,
             progress=progress,
             desc="SynthER fit",
             checkpoint_path=checkpoint,
-            identity=fit_identity(config.to_dict(), transitions, denoiser.precision),
+            identity=fit_identity(
+                config.to_dict(), transitions, denoiser.precision, untrained=(*EDM_SAMPLING_FIELDS, "label_models")
+            ),
             callback=on_log,
         )
         labeller = None
