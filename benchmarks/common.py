@@ -90,21 +90,30 @@ def claim(lock: Path, *, wait: bool = False) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def fit_once(make: Callable[[], Any], data: Any, path: Path, **fit_kwargs: Any) -> bool:
-    """Fit the generator ``make()`` on ``data`` and save it at ``path`` unless ``path`` exists; whether it fitted.
-
-    One process fits while any other calling this with the same ``path`` waits for it (:func:`claim`), and a fit
-    stopped part-way resumes from its checkpoint ``<path>.fit.safetensors`` (removed once the fit is saved)."""
-    checkpoint = path.with_name(f"{path.name}.fit.safetensors")
+def made_once(path: Path, make: Callable[[], None]) -> bool:
+    """Run ``make`` (which writes ``path``) unless ``path`` exists; whether it ran. One process makes it while any
+    other calling this with the same ``path`` waits for it (:func:`claim` on ``<path>.lock``)."""
     with claim(path.with_name(f"{path.name}.lock"), wait=True):
         if path.exists():
-            checkpoint.unlink(missing_ok=True)  # left by a process stopped between saving and removing it
             return False
+        make()
+        return True
+
+
+def fit_once(make: Callable[[], Any], data: Any, path: Path, **fit_kwargs: Any) -> bool:
+    """Fit the generator ``make()`` on ``data`` and save it at ``path`` unless ``path`` exists (:func:`made_once`);
+    whether it fitted. A fit stopped part-way resumes from its checkpoint ``<path>.fit.safetensors``, removed once
+    the fit is saved (also when a process stopped between saving and removing it)."""
+    checkpoint = path.with_name(f"{path.name}.fit.safetensors")
+
+    def fit() -> None:
         generator = make()
         generator.fit(data, checkpoint=checkpoint, **fit_kwargs)
         generator.save(path)
-        checkpoint.unlink()
-        return True
+
+    made = made_once(path, fit)
+    checkpoint.unlink(missing_ok=True)
+    return made
 
 
 def field_values(items: list[str], option: str) -> dict[str, Any]:

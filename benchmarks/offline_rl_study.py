@@ -58,6 +58,7 @@ from common import (
     fit_offline,
     fit_once,
     machine,
+    made_once,
     normalized_scores,
     phase_summary,
     quiet_d3rlpy,
@@ -135,9 +136,7 @@ class Generators:
         if arm in DYDIFF_LABELS:
             self.fit(DyDiff, self.dydiff_path)
         elif arm != "base":
-            with claim(self.samples_path.with_name(self.samples_path.name + ".lock"), wait=True):
-                if not self.samples_path.exists():
-                    self.sample()
+            made_once(self.samples_path, self.sample)
 
     def sample(self) -> None:
         """Draw the SynthER samples (fitting SynthER first when it is not stored) and store them."""

@@ -16,6 +16,7 @@ for a generator used before ``fit``, the stream of per-call seeds and the common
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +26,7 @@ import torch
 
 from dyaug.data.transitions import Transitions
 from dyaug.device import resolve_device
+from dyaug.diffusion.training import TrainConfig
 from dyaug.validation import check_int
 
 
@@ -82,6 +84,13 @@ class OneStepModel(Protocol):
     ensemble): the reference a rollout phase judges its rows' next states against."""
 
     def one_step(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor: ...
+
+
+def checkpointed(config: TrainConfig, checkpoint: str | Path | None, every: int) -> TrainConfig:
+    """``config`` writing its training state every ``every`` steps (checked >= 1) when a fit has a ``checkpoint``
+    file, and never without one."""
+    check_int("checkpoint_every", every, hint="training steps between checkpoints")
+    return dataclasses.replace(config, checkpoint_every=0 if checkpoint is None else every)
 
 
 def fit_identity(

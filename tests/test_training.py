@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from dyaug.diffusion.edm import EDMDenoiser, EDMSchedule, edm_loss
 from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.networks import ResidualMLP
 from dyaug.diffusion.samplers import HeunSampler
-from dyaug.diffusion.training import TrainConfig, train
+from dyaug.diffusion.training import TrainConfig, TrainResult, train
 
 
 class Scalar(nn.Module):
@@ -184,40 +185,21 @@ def test_resumed_run_matches_an_uninterrupted_run(tmp_path: Path) -> None:
 def test_a_checkpoint_resumes_only_the_identity_that_wrote_it(tmp_path: Path) -> None:
     data, path = torch.randn(64, 3), tmp_path / "c.safetensors"
     config = TrainConfig(steps=4, batch_size=8, checkpoint_every=2)
+
+    def fit(denoiser: EDMDenoiser, identity: dict | None) -> TrainResult:
+        loss = functools.partial(edm_loss, denoiser)
+        return train(loss, denoiser.net, data, config, progress=False, checkpoint_path=path, identity=identity)
+
     first = tiny_denoiser()
-    train(
-        lambda y: edm_loss(first, y),
-        first.net,
-        data,
-        config,
-        progress=False,
-        checkpoint_path=path,
-        identity={"data": "abc", "width": 8},
-    )
+    fit(first, {"data": "abc", "width": 8})
     again = tiny_denoiser(seed=1)
-    done = train(
-        lambda y: edm_loss(again, y),
-        again.net,
-        data,
-        config,
-        progress=False,
-        checkpoint_path=path,
-        identity={"width": 8, "data": "abc"},
-    )
+    done = fit(again, {"width": 8, "data": "abc"})
     assert done.steps == 4  # resumed at the end, so the weights are the first run's despite another init
     assert_same_weights(weights(again.net), weights(first.net))
     with pytest.raises(ValueError, match=r"\(data: checkpoint 'abc', this run 'xyz'\)"):
-        train(
-            lambda y: edm_loss(again, y),
-            again.net,
-            data,
-            config,
-            progress=False,
-            checkpoint_path=path,
-            identity={"data": "xyz", "width": 8},
-        )
+        fit(again, {"data": "xyz", "width": 8})
     with pytest.raises(ValueError, match=r"\(identity: checkpoint \{'data': 'abc', 'width': 8\}, this run None\)"):
-        train(lambda y: edm_loss(again, y), again.net, data, config, progress=False, checkpoint_path=path)
+        fit(again, None)
 
 
 def test_non_finite_loss_names_the_step() -> None:

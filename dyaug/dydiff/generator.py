@@ -174,7 +174,6 @@ class DyDiff(GeneratorBase):
         other). The file stays after the fit: a later fit with it trains nothing; delete it to start over. The
         one-step models are refitted (minutes). Returns ``self``.
         """
-        check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)
         config, device, seed = self.config, self.device, self.seed
         env_id = env_id if env_id is not None else env_id_of(data)

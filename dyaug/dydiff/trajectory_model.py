@@ -39,7 +39,7 @@ from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
 from dyaug.dydiff.config import SAMPLING_FIELDS, DyDiffConfig
 from dyaug.dydiff.windows import WindowIndex
-from dyaug.generators import fit_identity
+from dyaug.generators import checkpointed, fit_identity
 from dyaug.persistence import ModelCheckpoint
 
 
@@ -287,7 +287,7 @@ def fit_trajectory_model(
         loss_fn,
         network,
         index.descriptors(device),
-        dataclasses.replace(config.train_config(), checkpoint_every=0 if checkpoint is None else checkpoint_every),
+        checkpointed(config.train_config(), checkpoint, checkpoint_every),
         seed=seed,
         progress=progress,
         desc="DyDiff trajectory model",

@@ -27,7 +27,7 @@ from dyaug.diffusion.ema import EMA
 from dyaug.diffusion.settings import EDM_SAMPLING_FIELDS, check_sampling_overrides
 from dyaug.diffusion.training import train
 from dyaug.distributed import data_parallel
-from dyaug.generators import GeneratorBase, fit_identity
+from dyaug.generators import GeneratorBase, checkpointed, fit_identity
 from dyaug.persistence import load_model, save_model, write_directory
 from dyaug.synther.config import SynthERConfig, resolve_config
 from dyaug.synther.labels import Labeller
@@ -130,7 +130,6 @@ class SynthER(GeneratorBase):
         chooses the other). The file stays after the fit: a later fit with it trains nothing; delete it to start
         over. The label models are refitted (minutes). Returns ``self``.
         """
-        check_int("checkpoint_every", checkpoint_every, hint="training steps between checkpoints")
         transitions = to_transitions(data)
         bounds = (
             infer_action_bounds(data, transitions)
@@ -188,7 +187,7 @@ class SynthER(GeneratorBase):
             lambda batch: edm_loss(denoiser, batch),
             network,
             torch.as_tensor(codec.encode(rows), dtype=torch.float32, device=self.device),
-            dataclasses.replace(train_config, checkpoint_every=0 if checkpoint is None else checkpoint_every),
+            checkpointed(train_config, checkpoint, checkpoint_every),
             seed=self.seed,
             ema=ema,
             progress=progress,
